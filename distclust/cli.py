@@ -1,0 +1,147 @@
+"""The ``distclust`` command: thin — parse, call, print.
+
+Errors a user can fix are printed as one paragraph (what, where, how to fix)
+with exit code 2; a traceback only with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .engine import ray_setup  # noqa: F401  (Ray env defaults before Ray is imported)
+from .errors import DistclustError
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def cmd_ingest(a) -> int:
+    from .data import ingest
+
+    m = ingest(a.src, a.out, shards=a.shards, overwrite=a.overwrite, progress=not a.quiet)
+    print(f"ingested {m.rows} rows × {m.dim} features into {len(m.shards)} shards"
+          f"{' with labels' if m.has_label else ''}")
+    print(str(Path(a.out).resolve()))
+    return 0
+
+
+def cmd_train(a) -> int:
+    from .engine.trainer import run_training
+    from .spec import load_spec
+
+    spec = load_spec(a.spec, a.set)
+    res = run_training(spec, a.out, data=a.data, resume=a.resume, overwrite=a.overwrite, quiet=a.quiet or None)
+    m = res.metrics
+    rows = [("model", spec.model_name), ("clusters", str(spec.model.n_clusters)),
+            ("workers", str(spec.scaling.num_workers)), ("epochs", _fmt(m.get("epochs_done", "?"))),
+            ("wall time", f"{res.wall_s:.1f} s")]
+    for k in ("acc", "nmi", "ari", "active_clusters"):
+        if k in m:
+            rows.append((k, _fmt(m[k])))
+    print("\ntraining finished\n" + _table(rows))
+    print(str(res.model_dir))
+    return 0
+
+
+def cmd_assign(a) -> int:
+    from .assign import run_assign
+
+    s = run_assign(a.model, a.data, a.out, overwrite=a.overwrite, actors=a.actors, use_gpu=a.gpu,
+                   rows_per_unit=a.rows_per_unit, progress=not a.quiet)
+    print(f"assigned {s['rows']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.0f} rows/s); "
+          f"{s['resumed_units']} of {s['units']} parts were already done")
+    print(s["out"])
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluate import evaluate
+
+    r = evaluate(a.assign_dir, a.data, json_path=a.json, silhouette_sample=a.silhouette_sample)
+    print(_table([(k, _fmt(v)) for k, v in r.items()]))
+    if a.json:
+        print(str(Path(a.json).resolve()))
+    return 0
+
+
+def cmd_models(a) -> int:
+    from .models import get_model_class, model_names
+
+    for name in model_names():
+        doc = (get_model_class(name).__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<18} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distclust", description="Distributed deep clustering on Ray.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="convert .npz/.npy/.csv/Parquet into sharded Parquet + manifest")
+    s.add_argument("src")
+    s.add_argument("out")
+    s.add_argument("--shards", type=int, default=8)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_ingest)
+
+    s = sub.add_parser("train", help="train a job spec with Ray Train")
+    s.add_argument("spec")
+    s.add_argument("--data", help="dataset (ingested folder or any file ingest reads); overrides data.path")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. --set model.n_clusters=20")
+    s.add_argument("--out", required=True, help="run directory; the model lands in OUT/model")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
+    s.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("assign", help="assign clusters to every row of a dataset")
+    s.add_argument("model")
+    s.add_argument("data")
+    s.add_argument("out")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--actors", type=int, default=None, help="assignment actors (default: free CPUs)")
+    s.add_argument("--rows-per-unit", type=int, default=500_000, help="rows per output file / resume unit")
+    s.add_argument("--gpu", action="store_true", help="run the encoder and FAISS on GPUs")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_assign)
+
+    s = sub.add_parser("evaluate", help="ACC / NMI / ARI / silhouette of an assignment against labels")
+    s.add_argument("assign_dir")
+    s.add_argument("data")
+    s.add_argument("--json")
+    s.add_argument("--silhouette-sample", type=int, default=5000)
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("models", help="list the registered models")
+    s.set_defaults(fn=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except DistclustError as e:
+        if args.debug:
+            raise
+        print(f"distclust {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"distclust {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

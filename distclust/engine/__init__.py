@@ -1,0 +1,1 @@
+"""The shared training engine: Ray Train driver, per-worker loop, collectives."""

@@ -1,0 +1,186 @@
+"""What a model's hooks may do on a worker: iterate its shard, run a global pass
+with an all-reduce, gather a sample, broadcast. Works with 1 or many workers
+(collectives become no-ops when there is no process group)."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .. import metrics as M
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class WorkerContext:
+    def __init__(self, model, iterator, rank: int, world_size: int, device: torch.device, seed: int,
+                 batch_size: int, rank_rows: int, steps_per_epoch: int, shuffle_buffer: int,
+                 n_classes: int | None = None, eval_batch_size: int = 4096):
+        self.model = model                # the unwrapped ClusterModel
+        self.iterator = iterator          # this worker's ray.data DataIterator
+        self.rank, self.world_size = rank, world_size
+        self.device, self.seed = device, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.rank_rows, self.steps_per_epoch = rank_rows, steps_per_epoch
+        self.shuffle_buffer = shuffle_buffer
+        self.n_classes = n_classes
+        self.stage: str = ""
+        self.epoch = 0                    # epoch within the current stage
+        self.global_step = 0              # optimiser steps since the start of the run
+        self.stop_requested = False
+        self._cache: dict[str, torch.Tensor] | None = None
+
+    def cache_shard(self) -> None:
+        """Read this worker's whole shard once (through Ray Data) and keep it as tensors.
+
+        Epochs then shuffle in memory: far faster than a Ray Data pass per epoch for data that
+        fits (the driver decides by size); larger data streams from Parquet every epoch."""
+        parts: dict[str, list[torch.Tensor]] = {}
+        for batch in self.iterator.iter_torch_batches(batch_size=65536, drop_last=False):
+            for k, v in batch.items():
+                parts.setdefault(k, []).append(v)
+        self._cache = {k: torch.cat(v).to(self.device) for k, v in parts.items()}
+
+    # -- iteration ----------------------------------------------------------------
+    def batches(self, batch_size: int | None = None, shuffle_seed: int | None = None,
+                limit: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of this worker's shard as tensors on the device (``limit`` batches at most)."""
+        bs = batch_size or self.batch_size
+        if self._cache is not None:
+            n_rows = len(self._cache["id"])
+            if shuffle_seed is not None and self.shuffle_buffer > 0:
+                g = torch.Generator().manual_seed(int(shuffle_seed))
+                order = torch.randperm(n_rows, generator=g).to(self.device)
+            else:
+                order = None
+            for i, s in enumerate(range(0, n_rows, bs)):
+                if limit is not None and i >= limit:
+                    break
+                idx = order[s:s + bs] if order is not None else slice(s, s + bs)
+                yield {k: v[idx] for k, v in self._cache.items()}
+            return
+        kw = {}
+        if shuffle_seed is not None and self.shuffle_buffer > 0:
+            kw = {"local_shuffle_buffer_size": min(self.shuffle_buffer, max(self.rank_rows, 1)),
+                  "local_shuffle_seed": int(shuffle_seed)}
+        n = 0
+        for batch in self.iterator.iter_torch_batches(batch_size=bs, drop_last=False, **kw):
+            if limit is not None and n >= limit:
+                break
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            n += 1
+
+    def epoch_batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Shuffled training batches; every worker yields exactly ``steps_per_epoch`` (DDP needs equal steps)."""
+        seed = (self.seed * 1_000_003 + epoch * 7919 + self.rank) % (2 ** 31)
+        yield from self.batches(shuffle_seed=seed, limit=self.steps_per_epoch)
+
+    # -- collectives --------------------------------------------------------------
+    def all_reduce(self, t: torch.Tensor, op=None) -> torch.Tensor:
+        if _distributed():
+            t = t.clone()
+            dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+        return t
+
+    def broadcast(self, t: torch.Tensor, src: int = 0) -> torch.Tensor:
+        if _distributed():
+            t = t.clone().contiguous()
+            dist.broadcast(t, src=src)
+        return t
+
+    def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Concatenate a (n_rank, ...) tensor of every rank along dim 0 (ranks may differ in n)."""
+        if not _distributed():
+            return t
+        n = torch.tensor([t.shape[0]], device=t.device)
+        sizes = [torch.zeros_like(n) for _ in range(self.world_size)]
+        dist.all_gather(sizes, n)
+        sizes = [int(s.item()) for s in sizes]
+        pad = torch.zeros((max(sizes) - t.shape[0], *t.shape[1:]), dtype=t.dtype, device=t.device)
+        buf = [torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=t.device) for _ in sizes]
+        dist.all_gather(buf, torch.cat([t, pad]))
+        return torch.cat([b[:s] for b, s in zip(buf, sizes)])
+
+    @torch.no_grad()
+    def global_pass(self, fn: Callable[[dict], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Sum ``fn(batch)`` over this worker's whole shard, then over all workers (exact)."""
+        was_training = self.model.training
+        self.model.eval()
+        acc: dict[str, torch.Tensor] = {}
+        for batch in self.batches(batch_size=self.eval_batch_size):
+            for k, v in fn(batch).items():
+                v = v.detach().to(torch.float64)
+                acc[k] = acc[k] + v if k in acc else v
+        self.model.train(was_training)
+        # every rank must reduce the same keys even if its shard was empty
+        keys = sorted(acc)
+        shapes = [acc[k].shape for k in keys]
+        if _distributed():
+            # agree on keys/shapes from rank 0 (all ranks run the same fn)
+            obj = [list(zip(keys, [tuple(s) for s in shapes]))]
+            dist.broadcast_object_list(obj, src=0)
+            keys = [k for k, _ in obj[0]]
+            shapes = [s for _, s in obj[0]]
+        out = {}
+        for k, shape in zip(keys, shapes):
+            v = acc.get(k, torch.zeros(shape, dtype=torch.float64, device=self.device))
+            out[k] = self.all_reduce(v.to(self.device))
+        return out
+
+    @torch.no_grad()
+    def gather_sample(self, fn: Callable[[dict], torch.Tensor], max_rows: int) -> torch.Tensor:
+        """``fn(batch)`` rows from a seeded uniform sample of at most ``max_rows`` rows over all workers.
+
+        Each worker contributes ``ceil(max_rows / world)`` of its rows (all if it has fewer); every
+        rank receives the concatenation, in rank order.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        quota = math.ceil(max_rows / self.world_size)
+        keep = None
+        if self.rank_rows > quota:
+            rng = np.random.default_rng(self.seed * 7 + self.rank)
+            keep = np.zeros(self.rank_rows, dtype=bool)
+            keep[rng.choice(self.rank_rows, quota, replace=False)] = True
+        parts, seen = [], 0
+        for batch in self.batches(batch_size=self.eval_batch_size):
+            out = fn(batch)
+            n = out.shape[0]
+            if keep is not None:
+                mask = np.zeros(n, dtype=bool)
+                part = keep[seen:seen + n]
+                mask[:len(part)] = part
+                out = out[torch.from_numpy(mask).to(out.device)]
+            parts.append(out.float())
+            seen += n
+        self.model.train(was_training)
+        local = torch.cat(parts) if parts else torch.zeros((0,), device=self.device)
+        return self.all_gather(local)
+
+    # -- metrics ------------------------------------------------------------------
+    @torch.no_grad()
+    def label_metrics(self) -> dict[str, float]:
+        """ACC/NMI/ARI of the current clustering against the labels, exact over all workers."""
+        K, C = self.model.n_clusters, int(self.n_classes or 0)
+        if C <= 0:
+            return {}
+
+        def count(batch):
+            pred = self.model.predict(batch["features"]).long()
+            idx = pred * C + batch["label"].long().clamp(0, C - 1)
+            return {"cont": torch.bincount(idx, minlength=K * C).reshape(K, C)}
+
+        cont = self.global_pass(count)["cont"].cpu().numpy().astype(np.int64)
+        s = M.scores(cont)
+        sizes = cont.sum(1)
+        s["active_clusters"] = float((sizes > 0).sum())
+        return s
+
+    def request_stop(self) -> None:
+        """Ask the engine to end the current stage after this epoch (e.g. DEC's tolerance rule)."""
+        self.stop_requested = True

@@ -1,0 +1,66 @@
+"""Connecting to Ray: a local Ray on a laptop, or an existing cluster by address.
+
+Environment defaults that keep Ray quiet and working on small machines live
+here, set before Ray is imported anywhere in the process.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from ..errors import DistclustError
+
+_ENV_DEFAULTS = {
+    "RAY_AUTH_MODE": "disabled",          # silences the token-auth notice on local clusters
+    "RAY_TRAIN_V2_ENABLED": "1",
+    "RAY_DEDUP_LOGS": "1",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    # Train V2 workers hand each report to the controller through a queue of size 1 that
+    # is drained on every health check (2 s by default): per-epoch reports would wait ~1-2 s.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # else every worker print() reaches the driver twice
+}
+
+
+def set_env_defaults() -> None:
+    for k, v in _ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
+set_env_defaults()
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
+    """Start or join Ray once per process; ``address`` None means RAY_ADDRESS or a new local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DistclustError(f"cannot connect to Ray at '{address or 'local'}' ({msg})", "scaling.address / RAY_ADDRESS",
+                             "start the cluster (ray start --head) or fix the address; leave it unset for a local Ray")
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    return ray
+
+
+def local_cpus(num_workers: int, cpus_per_worker: float, requested: int | None) -> int:
+    """Logical CPUs for a local Ray: enough for every worker plus one for Ray Data's read tasks
+    (training workers holding every CPU make streaming reads hang: docs/architecture.md)."""
+    if requested:
+        return requested
+    return max(os.cpu_count() or 1, math.ceil(num_workers * cpus_per_worker) + 1)

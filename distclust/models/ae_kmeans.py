@@ -1,0 +1,117 @@
+"""Autoencoder + k-means: pretrain an MLP autoencoder on reconstruction, then
+cluster the embeddings with FAISS k-means (gathered from every worker)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..spec import require
+from .base import ClusterModel, ModelParams, Stage
+from .networks import ACTIVATIONS, Autoencoder, reconstruction_loss
+
+if TYPE_CHECKING:
+    from ..engine.context import WorkerContext
+
+
+@dataclass
+class AEParams(ModelParams):
+    latent_dim: int = 10
+    hidden: list[int] = field(default_factory=lambda: [500, 500, 2000])
+    activation: str = "relu"
+    recon: str = "mse"                 # mse | bce (bce expects features in [0, 1])
+    pretrain_epochs: int = 50
+    pretrain_lr: float = 1e-3
+    weight_decay: float = 0.0
+    kmeans_niter: int = 100
+    kmeans_nredo: int = 5
+    kmeans_sample: int = 200_000       # rows gathered over all workers for FAISS k-means
+
+    def check(self, s: str) -> None:
+        super().check(s)
+        require(self.latent_dim >= 1, f"{s}.latent_dim", f"'{s}.latent_dim' is {self.latent_dim}",
+                "use a latent size of 1 or more, e.g. 10")
+        require(all(h >= 1 for h in self.hidden), f"{s}.hidden", f"'{s}.hidden' is {self.hidden}",
+                "use positive layer widths, e.g. [500, 500, 2000]")
+        require(self.activation in ACTIVATIONS, f"{s}.activation", f"'{s}.activation' is '{self.activation}'",
+                f"use one of {', '.join(ACTIVATIONS)}")
+        require(self.recon in ("mse", "bce"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'", "use mse or bce")
+        require(self.pretrain_epochs >= 0, f"{s}.pretrain_epochs",
+                f"'{s}.pretrain_epochs' is {self.pretrain_epochs}", "use 0 or more epochs")
+        for key in ("pretrain_lr",):
+            require(getattr(self, key) > 0, f"{s}.{key}", f"'{s}.{key}' is {getattr(self, key)}",
+                    "use a positive learning rate such as 1e-3")
+        require(self.weight_decay >= 0, f"{s}.weight_decay", f"'{s}.weight_decay' is {self.weight_decay}",
+                "use 0 or a positive weight decay")
+        require(self.kmeans_niter >= 1 and self.kmeans_nredo >= 1, f"{s}.kmeans_niter",
+                "k-means needs at least 1 iteration and 1 restart", "set kmeans_niter and kmeans_nredo ≥ 1")
+        require(self.kmeans_sample >= self.n_clusters, f"{s}.kmeans_sample",
+                f"'{s}.kmeans_sample' ({self.kmeans_sample}) is below n_clusters", "raise kmeans_sample")
+
+
+def kmeans_prototypes(ctx: "WorkerContext", embed, k: int, params: AEParams) -> tuple[torch.Tensor, float]:
+    """FAISS k-means on embeddings gathered from all workers (up to ``kmeans_sample`` rows).
+
+    Rank 0 clusters and broadcasts, so every worker holds identical prototypes.
+    """
+    from .. import faiss_ops
+
+    z = ctx.gather_sample(lambda b: embed(b["features"]), params.kmeans_sample)
+    if len(z) < k:
+        from ..errors import DataError
+
+        raise DataError(f"n_clusters={k} but only {len(z)} rows reached k-means", "model.n_clusters",
+                        f"use n_clusters ≤ {len(z)}")
+    centroids = torch.zeros(k, z.shape[1])
+    inertia = torch.zeros(())
+    if ctx.rank == 0:
+        c, obj = faiss_ops.kmeans(z.cpu().numpy(), k, seed=ctx.seed, niter=params.kmeans_niter,
+                                  nredo=params.kmeans_nredo, use_gpu=ctx.device.type == "cuda" or None)
+        centroids, inertia = torch.from_numpy(c), torch.tensor(obj / len(z))
+    return ctx.broadcast(centroids.to(ctx.device)), float(ctx.broadcast(inertia.to(ctx.device)))
+
+
+class AEKMeans(ClusterModel):
+    """MLP autoencoder pretrained on reconstruction, then FAISS k-means on its embeddings."""
+
+    name = "ae-kmeans"
+    Params = AEParams
+
+    def __init__(self, input_dim, params: AEParams, normalizer=None):
+        super().__init__(input_dim, params, normalizer)
+        self.ae = Autoencoder(input_dim, params.hidden, params.latent_dim, params.activation)
+        self.register_buffer("centroids", torch.zeros(params.n_clusters, params.latent_dim))
+
+    # the pretraining stage is shared by DEC / IDEC / VaDE-style models
+    def pretrain_stage(self) -> Stage:
+        p = self.params
+        return Stage("pretrain", p.pretrain_epochs, p.pretrain_lr, p.weight_decay,
+                     parameters=self.ae.parameters)
+
+    def kmeans_stage(self) -> Stage:
+        def run_kmeans(ctx):
+            c, inertia = kmeans_prototypes(ctx, self.embed, self.n_clusters, self.params)
+            self.centroids.copy_(c)
+            self.is_fitted.fill_(True)
+            return {"kmeans_inertia": inertia}
+
+        return Stage("kmeans", 0, 0.0, on_start=run_kmeans)
+
+    def stages(self) -> list[Stage]:
+        return [self.pretrain_stage(), self.kmeans_stage()]
+
+    def recon_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xn = self.normalizer(x)
+        z, x_hat = self.ae(xn)
+        return reconstruction_loss(x_hat, xn, self.params.recon), z
+
+    def forward(self, x, stage):
+        loss, _ = self.recon_loss(x)
+        return {"loss": loss, "recon": loss.detach()}
+
+    def embed(self, x):
+        return self.ae.encoder(self.normalizer(x))
+
+    def prototypes(self):
+        return self.centroids

@@ -1,0 +1,140 @@
+"""The model interface: a model is an ``nn.Module`` plus a short list of stages.
+
+The engine (``distclust.engine``) knows nothing about any method. It runs each
+``Stage`` in order: an optional ``on_start`` hook (typically a global pass over
+the whole dataset with an all-reduce, e.g. FAISS k-means on the embeddings),
+``epochs`` epochs of ``forward(x, stage) -> {"loss": ..., other scalars}``
+under DDP, with optional ``on_step`` / ``on_epoch_end`` hooks. Everything a
+model learns lives in its ``state_dict`` (parameters and buffers), so
+checkpoints and artifacts need nothing model-specific.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from ..spec import require
+
+if TYPE_CHECKING:
+    from ..engine.context import WorkerContext
+
+
+@dataclass
+class ModelParams:
+    """Hyper-parameters shared by every model; subclasses add their own fields."""
+
+    n_clusters: int = 10
+
+    def check(self, s: str) -> None:
+        require(self.n_clusters >= 1, f"{s}.n_clusters", f"'{s}.n_clusters' is {self.n_clusters}",
+                "use 1 or more clusters (and no more than the number of rows)")
+
+
+@dataclass
+class Stage:
+    """One phase of training (e.g. pretrain, cluster)."""
+
+    name: str
+    epochs: int
+    lr: float
+    weight_decay: float = 0.0
+    parameters: Callable[[], Iterable[nn.Parameter]] | None = None   # default: all parameters
+    on_start: Callable[["WorkerContext"], dict | None] | None = None
+    on_step: Callable[["WorkerContext", int], dict | None] | None = None        # before step i of the stage
+    on_epoch_end: Callable[["WorkerContext", int], dict | None] | None = None
+    scheduled: dict[str, Callable[[int], float]] = field(default_factory=dict)  # name -> f(step): annealed values
+
+
+class Normalizer(nn.Module):
+    """``(x - shift) / scale`` with buffers, so the artifact carries its own normalisation."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    @classmethod
+    def from_stats(cls, stats, mode: str) -> "Normalizer":
+        import numpy as np
+
+        dim = len(stats.mean)
+        norm = cls(dim)
+        mean, std = np.asarray(stats.mean), np.asarray(stats.std)
+        lo, hi = np.asarray(stats.min), np.asarray(stats.max)
+        if mode == "standard":
+            shift, scale = mean, np.where(std > 1e-12, std, 1.0)
+        elif mode == "minmax":
+            shift, scale = lo, np.where(hi - lo > 1e-12, hi - lo, 1.0)
+        elif mode == "global-minmax":
+            rng = float(hi.max() - lo.min())
+            shift, scale = np.full(dim, lo.min()), np.full(dim, rng if rng > 1e-12 else 1.0)
+        else:
+            shift, scale = np.zeros(dim), np.ones(dim)
+        norm.shift.copy_(torch.as_tensor(shift, dtype=torch.float32))
+        norm.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        return norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+
+class ClusterModel(nn.Module):
+    """Base class of every distclust model.
+
+    Subclasses set ``name`` and ``Params``, build their networks in ``__init__``,
+    and implement ``stages``, ``forward`` and ``embed``. Cluster assignment is
+    either nearest prototype in embedding space (``assign_by = "prototype"``,
+    served by FAISS) or argmax of ``predict_proba`` (``assign_by = "proba"``).
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = ModelParams
+    assign_by: ClassVar[str] = "prototype"
+    # True when some stage leaves parameters out of its loss (e.g. DEC's decoder): DDP must know
+    find_unused_parameters: ClassVar[bool] = False
+
+    def __init__(self, input_dim: int, params: Any, normalizer: Normalizer | None = None):
+        super().__init__()
+        self.input_dim = int(input_dim)
+        self.params = params
+        self.normalizer = normalizer if normalizer is not None else Normalizer(input_dim)
+        # set by a stage once the model can assign clusters (saved in state_dict)
+        self.register_buffer("is_fitted", torch.zeros((), dtype=torch.bool))
+
+    # -- required -------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+        """Loss of one batch of RAW features for ``stage``: a dict with 'loss' (and scalars to log)."""
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent representation of raw features (``transform``)."""
+        raise NotImplementedError
+
+    # -- optional -------------------------------------------------------------------
+    def prototypes(self) -> torch.Tensor | None:
+        """(K, latent) prototypes for nearest-prototype assignment."""
+        return None
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(N, K) soft assignments, when the model defines them."""
+        return None
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Hard clusters in torch (used for metrics during training; FAISS serves artifacts)."""
+        if self.assign_by == "proba":
+            return self.predict_proba(x).argmax(1)
+        z, mu = self.embed(x), self.prototypes()
+        return torch.cdist(z, mu).argmin(1)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.params.n_clusters)
+
+    def fitted(self) -> bool:
+        return bool(self.is_fitted.item())

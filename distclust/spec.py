@@ -1,0 +1,289 @@
+"""Job specs: YAML → validated dataclasses, with ``--set key=value`` overrides.
+
+A job spec has four sections::
+
+    name: digits-ae-kmeans
+    data:    {path: builtin:digits, normalize: minmax}
+    model:   {name: ae-kmeans, n_clusters: 10, ...model-specific keys}
+    train:   {batch_size: 256, seed: 0, ...}
+    scaling: {num_workers: 2, cpus_per_worker: 1, use_gpu: false, ...}
+
+Every key is checked: an unknown key names its section and suggests the close
+match, a value of the wrong type or out of range says what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import SpecError, did_you_mean
+
+NORMALIZE_CHOICES = ("none", "standard", "minmax", "global-minmax")
+
+
+# --------------------------------------------------------------------------- helpers
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except SpecError as e:  # try the next alternative
+                errors.append(e)
+        raise SpecError(f"'{where}' is {value!r}, expected {_type_name(tp)}", where,
+                        f"set '{where}' to a value of type {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise SpecError(f"'{where}' must be null", where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"'{where}' is {value!r}, expected {_type_name(tp)}", where,
+                            f"write '{where}' as a YAML list, e.g. [500, 500, 2000]")
+        (inner,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise SpecError(f"'{where}' is {value!r} ({type(value).__name__}), expected {_type_name(tp)}",
+                    where, f"set '{where}' to a {_type_name(tp)}")
+
+
+def build(cls: type, raw: Mapping[str, Any] | None, section: str, ignore: tuple[str, ...] = ()):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and bad types."""
+    raw = dict(raw or {})
+    if not isinstance(raw, dict):
+        raise SpecError(f"section '{section}' must be a mapping", section)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in raw.items():
+        if key in ignore:
+            continue
+        if key not in names:
+            raise SpecError(
+                f"unknown key '{section}.{key}'.{did_you_mean(key, names)}",
+                section,
+                f"allowed keys in '{section}' are: {', '.join(sorted(names))}")
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(section)
+    return obj
+
+
+def require(cond: bool, where: str, what: str, fix: str) -> None:
+    """Raise a SpecError naming ``where`` unless ``cond`` holds."""
+    if not cond:
+        raise SpecError(what, where, fix)
+
+
+def as_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass
+class DataSpec:
+    """Where the data is and how features are normalised inside the model."""
+
+    path: str | None = None          # ingested Parquet folder, any file ingest reads, or builtin:NAME
+    normalize: str = "none"          # none | standard | minmax | global-minmax
+    shards: int = 8                  # shards written when a raw file must be ingested first
+    materialize: str = "auto"        # auto | always | never: each worker holds its shard in memory (auto: < 2 GiB)
+
+    def check(self, s: str) -> None:
+        require(self.normalize in NORMALIZE_CHOICES, f"{s}.normalize",
+                f"'{s}.normalize' is '{self.normalize}'", f"use one of {', '.join(NORMALIZE_CHOICES)}")
+        require(self.shards >= 1, f"{s}.shards", f"'{s}.shards' is {self.shards}", "use 1 or more shards")
+        require(self.materialize in ("auto", "always", "never"), f"{s}.materialize",
+                f"'{s}.materialize' is '{self.materialize}'", "use auto, always or never")
+
+
+@dataclass
+class TrainSpec:
+    """Settings of the shared training loop (not of a model)."""
+
+    batch_size: int = 256
+    seed: int = 0
+    checkpoint_every: int = 1        # epochs between checkpoints
+    eval_every: int = 1              # epochs between label metrics (0 = never); needs labels
+    shuffle_buffer: int = 20000      # rows in each worker's local shuffle buffer
+    max_failures: int = 0            # worker-group restarts Ray Train may do from the last checkpoint
+    quiet: bool = False
+
+    def check(self, s: str) -> None:
+        require(self.batch_size >= 1, f"{s}.batch_size", f"'{s}.batch_size' is {self.batch_size}",
+                "use a positive batch size such as 256")
+        require(self.checkpoint_every >= 1, f"{s}.checkpoint_every",
+                f"'{s}.checkpoint_every' is {self.checkpoint_every}", "use 1 or more epochs")
+        require(self.eval_every >= 0, f"{s}.eval_every", f"'{s}.eval_every' is {self.eval_every}",
+                "use 0 (never) or a positive number of epochs")
+        require(self.shuffle_buffer >= 0, f"{s}.shuffle_buffer",
+                f"'{s}.shuffle_buffer' is {self.shuffle_buffer}", "use 0 (no shuffle) or more rows")
+        require(self.max_failures >= -1, f"{s}.max_failures",
+                f"'{s}.max_failures' is {self.max_failures}", "use -1 (retry forever), 0 or more")
+
+
+@dataclass
+class ScalingSpec:
+    """How many Ray Train workers, on what, against which cluster."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    address: str | None = None       # Ray address; null = start a local Ray
+    storage_path: str | None = None  # checkpoints; default RUN_DIR/ray (shared storage on a cluster)
+    local_num_cpus: int | None = None  # logical CPUs of a local Ray (default: max(cores, workers*cpus+1))
+
+    def check(self, s: str) -> None:
+        require(self.num_workers >= 1, f"{s}.num_workers", f"'{s}.num_workers' is {self.num_workers}",
+                "use 1 or more workers")
+        require(self.cpus_per_worker > 0, f"{s}.cpus_per_worker",
+                f"'{s}.cpus_per_worker' is {self.cpus_per_worker}", "use a positive number such as 1")
+        require(self.gpus_per_worker > 0, f"{s}.gpus_per_worker",
+                f"'{s}.gpus_per_worker' is {self.gpus_per_worker}", "use a positive number such as 1")
+
+
+@dataclass
+class JobSpec:
+    name: str
+    data: DataSpec
+    model_name: str
+    model: Any                       # the model's own Params dataclass
+    train: TrainSpec
+    scaling: ScalingSpec
+    source: str = "<dict>"
+    raw: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "data": as_dict(self.data),
+                "model": {"name": self.model_name, **as_dict(self.model)},
+                "train": as_dict(self.train), "scaling": as_dict(self.scaling)}
+
+
+TOP_KEYS = ("name", "data", "model", "train", "scaling")
+
+
+def parse_value(text: str) -> Any:
+    """Parse the VALUE of ``--set KEY=VALUE`` as YAML (so 1e-3, [1,2], true work)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
+    """Apply ``section.key=value`` overrides (CLI ``--set``) to a raw spec dict."""
+    raw = copy.deepcopy(raw)
+    items = overrides.items() if isinstance(overrides, dict) else []
+    if isinstance(overrides, list):
+        parsed = []
+        for item in overrides:
+            if "=" not in item:
+                raise SpecError(f"override '{item}' has no '='", "--set",
+                                "write overrides as --set section.key=value, e.g. --set model.n_clusters=20")
+            k, v = item.split("=", 1)
+            parsed.append((k.strip(), parse_value(v)))
+        items = parsed
+    for key, value in items:
+        parts = key.split(".")
+        if parts[0] not in TOP_KEYS:
+            raise SpecError(f"override key '{key}' does not start with a spec section.{did_you_mean(parts[0], TOP_KEYS)}",
+                            "--set", f"start the key with one of {', '.join(TOP_KEYS)}")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"override key '{key}' goes through a non-mapping", "--set", "check the key path")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_spec(source: str | Path | Mapping, overrides: list[str] | dict | None = None) -> JobSpec:
+    """Load and validate a job spec from a YAML path or a mapping."""
+    if isinstance(source, Mapping):
+        raw, where = dict(source), "<dict>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SpecError(f"job spec '{path}' does not exist", str(path),
+                            "pass the path of a YAML job spec, e.g. jobs/digits-ae-kmeans.yaml")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SpecError(f"job spec is not valid YAML: {e}", str(path), "fix the YAML syntax") from None
+        where = str(path)
+        if not isinstance(raw, dict):
+            raise SpecError("job spec must be a YAML mapping", where, "start the file with 'name:', 'model:' …")
+    raw = apply_overrides(raw, overrides)
+    return spec_from_dict(raw, where)
+
+
+def spec_from_dict(raw: dict, where: str = "<dict>") -> JobSpec:
+    from .models.registry import get_model_class
+
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise SpecError(f"unknown top-level key '{key}'.{did_you_mean(key, TOP_KEYS)}", where,
+                            f"allowed top-level keys are: {', '.join(TOP_KEYS)}")
+    model_raw = raw.get("model")
+    if not isinstance(model_raw, dict) or "name" not in model_raw:
+        raise SpecError("the spec has no 'model.name'", where,
+                        "add a model section, e.g. model: {name: ae-kmeans, n_clusters: 10}")
+    model_cls = get_model_class(model_raw["name"])
+    try:
+        return JobSpec(
+            name=str(raw.get("name") or model_raw["name"]),
+            data=build(DataSpec, raw.get("data"), "data"),
+            model_name=model_cls.name,
+            model=build(model_cls.Params, model_raw, "model", ignore=("name",)),
+            train=build(TrainSpec, raw.get("train"), "train"),
+            scaling=build(ScalingSpec, raw.get("scaling"), "scaling"),
+            source=where,
+            raw=raw,
+        )
+    except SpecError as e:
+        if where != "<dict>" and e.where and where not in e.where:
+            raise SpecError(e.what, f"{where}: {e.where}", e.fix) from None
+        raise
