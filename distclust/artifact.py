@@ -109,7 +109,7 @@ class FittedModel:
     def _batches(self, X: np.ndarray, batch_size: int = 8192):
         with torch.no_grad():
             for s in range(0, len(X), batch_size):
-                yield torch.from_numpy(X[s:s + batch_size]).to(self.device)
+                yield torch.from_numpy(np.array(X[s:s + batch_size], copy=True)).to(self.device)
 
     @property
     def index(self):

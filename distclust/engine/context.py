@@ -44,7 +44,9 @@ class WorkerContext:
         for batch in self.iterator.iter_torch_batches(batch_size=65536, drop_last=False):
             for k, v in batch.items():
                 parts.setdefault(k, []).append(v)
-        self._cache = {k: torch.cat(v).to(self.device) for k, v in parts.items()}
+        cache = {k: torch.cat(v) for k, v in parts.items()}
+        order = torch.argsort(cache["id"])  # block arrival order varies; id order does not
+        self._cache = {k: v[order].to(self.device) for k, v in cache.items()}
 
     # -- iteration ----------------------------------------------------------------
     def batches(self, batch_size: int | None = None, shuffle_seed: int | None = None,

@@ -85,21 +85,16 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def run_training(spec, out_dir, data: str | None = None, resume: bool = False, overwrite: bool = False,
-                 quiet: bool | None = None) -> TrainResult:
-    """Train ``spec`` with Ray Train; the artifact lands in ``out_dir/model``."""
+def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None):
+    """The ``TorchTrainer`` for ``spec`` over the ingested dataset at ``root`` (the one place where
+    ScalingConfig, RunConfig and the per-worker data split are made)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from ..data import resolve_dataset, split_files
+    from ..data import split_files
     from ..spec import as_dict
 
-    t0 = time.time()
-    out = Path(out_dir).resolve()
-    quiet = spec.train.quiet if quiet is None else quiet
-    prepare_run_dir(out, resume, overwrite)
-    root, manifest = resolve_dataset(data or spec.data.path, out / "data", spec.data.shards, progress=not quiet)
     k = spec.model.n_clusters
     if k > manifest.rows:
         raise SpecError(f"model.n_clusters is {k} but the data has only {manifest.rows} rows", "model.n_clusters",
@@ -108,27 +103,26 @@ def run_training(spec, out_dir, data: str | None = None, resume: bool = False, o
     world = sc.num_workers
     splits = split_files(manifest, root, world)
     min_rows = min(r for _, r in splits)
-    batch = spec.train.batch_size
-    steps = max(1, math.ceil(min_rows / batch))
+    steps = max(1, math.ceil(min_rows / spec.train.batch_size))
 
     ensure_ray(sc.address, None if sc.address else local_cpus(world, sc.cpus_per_worker, sc.local_num_cpus))
     rank_bytes = max(r for _, r in splits) * manifest.dim * 4
     cache = spec.data.materialize == "always" or (
         spec.data.materialize == "auto" and rank_bytes < CACHE_LIMIT_BYTES)
     columns = ["id", "features"] + (["label"] if manifest.has_label else [])
-    per_rank = [ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files))
-                for files, _ in splits]
-
-    n_classes = None
-    if manifest.has_label:
-        n_classes = manifest.n_classes
+    per_rank = []
+    for files, _ in splits:
+        ds = ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files))
+        ds.context.execution_options.preserve_order = True  # same seed, same batches
+        per_rank.append(ds)
     config = {
         "spec": spec.to_dict(),
         "input_dim": manifest.dim,
         "stats": as_dict(manifest.stats),
         "rank_rows": [r for _, r in splits],
+        "rank_files": [f for f, _ in splits],
         "steps_per_epoch": steps,
-        "n_classes": n_classes,
+        "n_classes": manifest.n_classes if manifest.has_label else None,
         "quiet": quiet,
         "cache": cache,
         "data_info": {"path": str(root), "rows": manifest.rows, "dim": manifest.dim,
@@ -139,8 +133,8 @@ def run_training(spec, out_dir, data: str | None = None, resume: bool = False, o
     if sc.use_gpu:
         resources["GPU"] = sc.gpus_per_worker
     storage = sc.storage_path or str(out / "ray")
-    trainer = TorchTrainer(
-        train_fn,
+    return TorchTrainer(
+        loop or train_fn,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=world, use_gpu=sc.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
@@ -150,6 +144,10 @@ def run_training(spec, out_dir, data: str | None = None, resume: bool = False, o
         datasets={"train": per_rank[0]},
         dataset_config=_data_config_cls()(per_rank),
     )
+
+
+def fit_trainer(trainer):
+    """``trainer.fit()`` with errors raised inside workers surfaced as DistclustError."""
     try:
         result = trainer.fit()
     except Exception as e:  # Ray wraps worker errors: surface ours, re-raise the rest
@@ -162,11 +160,24 @@ def run_training(spec, out_dir, data: str | None = None, resume: bool = False, o
         if err is not None:
             raise err from None
         raise result.error
+    return result
+
+
+def run_training(spec, out_dir, data: str | None = None, resume: bool = False, overwrite: bool = False,
+                 quiet: bool | None = None) -> TrainResult:
+    """Train ``spec`` with Ray Train; the artifact lands in ``out_dir/model``."""
+    from ..artifact import copy_artifact
+    from ..data import resolve_dataset
+
+    t0 = time.time()
+    out = Path(out_dir).resolve()
+    quiet = spec.train.quiet if quiet is None else quiet
+    prepare_run_dir(out, resume, overwrite)
+    root, manifest = resolve_dataset(data or spec.data.path, out / "data", spec.data.shards, progress=not quiet)
+    result = fit_trainer(build_trainer(spec, out, root, manifest, quiet))
     if result.checkpoint is None:
         raise DistclustError("training finished without producing a model", str(out),
                              "see the worker logs above; re-run with --debug")
-    from ..artifact import copy_artifact
-
     with result.checkpoint.as_directory() as d:
         model_dir = copy_artifact(d, out / "model")
     history = json.loads((model_dir / "history.json").read_text())

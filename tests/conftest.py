@@ -1,0 +1,76 @@
+"""One real local Ray per test session (small num_cpus), shared with CLI subprocesses via RAY_ADDRESS."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DISTCLUST_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+import distclust  # noqa: E402,F401  (sets Ray environment defaults first)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    from distclust.engine.ray_setup import ensure_ray
+
+    if not ray.is_initialized():
+        ensure_ray(None, num_cpus=4)
+    address = ray.get_runtime_context().gcs_address
+    old = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = address  # CLI subprocesses join this cluster
+    yield address
+    if old is None:
+        os.environ.pop("RAY_ADDRESS", None)
+    ray.shutdown()
+
+
+def make_blobs(n=600, k=4, d=16, seed=0, spread=0.6):
+    """Well separated Gaussian blobs with labels (float32 X, int64 y)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 4, size=(k, d))
+    y = rng.integers(0, k, n)
+    X = centers[y] + rng.normal(0, spread, size=(n, d))
+    return X.astype(np.float32), y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def blobs_npz(tmp_path_factory):
+    X, y = make_blobs()
+    p = tmp_path_factory.mktemp("src") / "blobs.npz"
+    np.savez(p, X=X, y=y)
+    return p
+
+
+@pytest.fixture(scope="session")
+def blobs_dataset(blobs_npz, tmp_path_factory):
+    from distclust.data import ingest
+
+    out = tmp_path_factory.mktemp("ds") / "blobs"
+    ingest(blobs_npz, out, shards=4, progress=False)
+    return out
+
+
+def tiny_spec(model="ae-kmeans", **model_over):
+    """A small, fast spec dict for tests (overridable per model key)."""
+    m = {"name": model, "n_clusters": 4, "latent_dim": 4, "hidden": [32, 32], "pretrain_epochs": 3,
+         "kmeans_nredo": 2}
+    m.update(model_over)
+    return {"name": f"test-{model}", "data": {"normalize": "standard"}, "model": m,
+            "train": {"batch_size": 64, "seed": 0, "quiet": True},
+            "scaling": {"num_workers": 2, "cpus_per_worker": 1}}
+
+
+def run_cli(*args, timeout=600, env=None):
+    import subprocess
+
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "distclust.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=e, cwd=ROOT)
