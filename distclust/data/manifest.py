@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import DataError
 
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = "_manifest.json"  # "_" prefix: pyarrow/pandas readers of the folder skip it
 FORMAT_VERSION = 1
 ID, FEATURES, LABEL = "id", "features", "label"
 

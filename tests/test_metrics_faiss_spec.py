@@ -1,0 +1,61 @@
+"""Metrics against scikit-learn, FAISS k-means / search, and spec validation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from conftest import make_blobs, tiny_spec
+from distclust import faiss_ops
+from distclust.errors import SpecError
+from distclust.metrics import completeness_from_contingency, contingency, scores
+from distclust.spec import load_spec
+
+
+def test_contingency_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 5, 500)
+    pred = np.where(rng.random(500) < 0.7, (true + 2) % 6, rng.integers(0, 6, 500))
+    s = scores(contingency(pred, true))
+    assert s["nmi"] == pytest.approx(skm.normalized_mutual_info_score(true, pred))
+    assert s["ari"] == pytest.approx(skm.adjusted_rand_score(true, pred))
+    assert completeness_from_contingency(contingency(pred, true)) == pytest.approx(skm.completeness_score(true, pred))
+    perm = (true + 3) % 5  # a relabelling is perfect
+    assert scores(contingency(perm, true))["acc"] == pytest.approx(1.0)
+
+
+def test_faiss_kmeans_finds_blobs_and_search_is_exact():
+    X, y = make_blobs(n=2000, k=6, d=8, seed=1)
+    c, inertia = faiss_ops.kmeans(X, 6, seed=0, nredo=3)
+    lab, d2 = faiss_ops.NearestPrototype(c).search(X)
+    assert scores(contingency(lab, y))["acc"] > 0.99
+    brute = ((X[:, None, :] - c[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(lab, brute.argmin(1))
+    np.testing.assert_allclose(d2, brute.min(1), rtol=1e-4, atol=1e-3)
+    c2, _ = faiss_ops.kmeans(X, 6, seed=0, nredo=3)
+    np.testing.assert_array_equal(c, c2)  # seeded
+    with pytest.raises(ValueError, match="k=3000"):
+        faiss_ops.kmeans(X, 3000)
+
+
+def test_kmeans_uses_the_sample_size_it_is_given():
+    X, _ = make_blobs(n=5000, k=4, d=4, seed=2)
+    c, _ = faiss_ops.kmeans(X, 4, seed=0, nredo=1, max_points=500)
+    assert c.shape == (4, 4)
+
+
+def test_spec_errors_name_the_key_and_suggest():
+    with pytest.raises(SpecError, match=r"unknown key 'model.n_cluster'.*Did you mean 'n_clusters'"):
+        load_spec(tiny_spec(n_cluster=3))
+    with pytest.raises(SpecError, match="model.latent_dim"):
+        load_spec(tiny_spec(latent_dim=0))
+    with pytest.raises(SpecError, match="model.pretrain_lr"):
+        load_spec(tiny_spec(pretrain_lr=-0.1))
+    with pytest.raises(SpecError, match="unknown model 'ae-kmean'.*Did you mean 'ae-kmeans'"):
+        load_spec(tiny_spec("ae-kmean"))
+    with pytest.raises(SpecError, match="train.batch_size.*expected int"):
+        load_spec(tiny_spec(), ["train.batch_size=big"])
+    with pytest.raises(SpecError, match="n_clusters"):
+        load_spec(tiny_spec(n_clusters=0))
+    s = load_spec(tiny_spec(), ["model.n_clusters=7", "model.pretrain_lr=1e-4", "scaling.num_workers=1"])
+    assert (s.model.n_clusters, s.model.pretrain_lr, s.scaling.num_workers) == (7, 1e-4, 1)
