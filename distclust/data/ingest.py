@@ -96,9 +96,10 @@ def _ingest_into(src, tmp: Path, shards: int, chunk_rows: int, progress: bool) -
     label_max = -1
     all_ids: list[np.ndarray] = []
     next_row = 0
+    chunks = open_source(src, chunk_rows)  # fails fast on a missing or unknown source
     bar = tqdm(desc=f"ingest {Path(str(src)).name}", unit="rows", disable=not progress, mininterval=1.0)
     try:
-        for chunk in open_source(src, chunk_rows):
+        for chunk in chunks:
             n, d = chunk.X.shape
             if dim is None:
                 dim, has_label = d, chunk.labels is not None

@@ -172,9 +172,15 @@ def run_training(spec, out_dir, data: str | None = None, resume: bool = False, o
     t0 = time.time()
     out = Path(out_dir).resolve()
     quiet = spec.train.quiet if quiet is None else quiet
+    fresh = not out.exists() or overwrite
     prepare_run_dir(out, resume, overwrite)
-    root, manifest = resolve_dataset(data or spec.data.path, out / "data", spec.data.shards, progress=not quiet)
-    result = fit_trainer(build_trainer(spec, out, root, manifest, quiet))
+    try:
+        root, manifest = resolve_dataset(data or spec.data.path, out / "data", spec.data.shards, progress=not quiet)
+        result = fit_trainer(build_trainer(spec, out, root, manifest, quiet))
+    except BaseException:
+        if fresh and not (out / "ray").exists():  # nothing worth resuming: leave no partial output
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if result.checkpoint is None:
         raise DistclustError("training finished without producing a model", str(out),
                              "see the worker logs above; re-run with --debug")
