@@ -1,0 +1,236 @@
+"""DEC (Xie et al. 2016) and IDEC (Guo et al. 2017) on the shared autoencoder.
+
+Stages: ``pretrain`` (the autoencoder of ``ae-kmeans``, or its weights loaded from
+``pretrained``) → ``kmeans`` (FAISS k-means on gathered embeddings; the centroids
+become the trainable prototypes μ) → ``cluster`` (minimise KL(P‖Q), IDEC adds the
+reconstruction loss).
+
+q_ij is the Student's t kernel between embedding z_i and prototype μ_j. The target
+p_ij = (q_ij² / f_j) / Σ_j' (q_ij'² / f_j') needs f_j = Σ_i q_ij over the WHOLE
+dataset: at every refresh (each ``update_interval`` steps) one global pass sums q
+over each worker's shard and all-reduces it. Between refreshes P must stay fixed;
+instead of storing one target row per data point, the model keeps a frozen copy of
+the encoder and prototypes taken at the refresh (plus the global f) and recomputes
+each batch's p from them: exactly DEC's P with O(model) memory, for any N. All of it
+lives in the state_dict, so checkpoints resume mid-stage.
+
+Stopping rule: the same global pass counts the points whose argmax changes between
+the previous frozen model and the current one (all-reduced); below ``tol`` the stage
+ends after the current epoch (``ctx.request_stop``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..errors import DistclustError
+from ..spec import require
+from .ae_kmeans import AEKMeans, AEParams, kmeans_prototypes
+from .base import Stage
+from .networks import reconstruction_loss
+
+if TYPE_CHECKING:
+    from ..engine.context import WorkerContext
+
+
+@dataclass
+class DECParams(AEParams):
+    alpha: float = 1.0                 # Student's t degrees of freedom
+    update_interval: int = 140         # optimiser steps between target refreshes (each step = workers × batch rows)
+    tol: float = 0.001                 # stop when fewer than this fraction of points change cluster
+    cluster_epochs: int = 50           # at most; the tolerance rule usually ends the stage earlier
+    cluster_lr: float = 1e-4
+    pretrained: str | None = None      # ae-kmeans / dec / idec artifact (or run) dir: its autoencoder weights
+
+    def check(self, s: str) -> None:
+        super().check(s)
+        require(self.alpha > 0, f"{s}.alpha", f"'{s}.alpha' is {self.alpha}", "use a positive value, e.g. 1")
+        require(self.update_interval >= 1, f"{s}.update_interval", f"'{s}.update_interval' is {self.update_interval}",
+                "use 1 or more steps, e.g. 140")
+        require(0 <= self.tol < 1, f"{s}.tol", f"'{s}.tol' is {self.tol}",
+                "use a fraction in [0, 1), e.g. 0.001 (0 = never stop early)")
+        require(self.cluster_epochs >= 0, f"{s}.cluster_epochs", f"'{s}.cluster_epochs' is {self.cluster_epochs}",
+                "use 0 or more epochs")
+        require(self.cluster_lr > 0, f"{s}.cluster_lr", f"'{s}.cluster_lr' is {self.cluster_lr}",
+                "use a positive learning rate such as 1e-4")
+        if self.pretrained:
+            # resolved where the spec is read, so workers (any cwd) find it
+            self.pretrained = str(Path(self.pretrained).expanduser().resolve())
+
+
+@dataclass
+class IDECParams(DECParams):
+    gamma: float = 0.1                 # weight of the clustering (KL) loss against reconstruction, as in IDEC
+
+    def check(self, s: str) -> None:
+        super().check(s)
+        require(self.gamma >= 0, f"{s}.gamma", f"'{s}.gamma' is {self.gamma}", "use 0 or a positive weight, e.g. 0.1")
+
+
+def student_t_log_q(z: torch.Tensor, mu: torch.Tensor, alpha: float) -> torch.Tensor:
+    """log q_ij: Student's t kernel (1 + ‖z_i − μ_j‖² / α)^(−(α+1)/2), normalised over j."""
+    d2 = ((z.unsqueeze(1) - mu.unsqueeze(0)) ** 2).sum(-1)
+    logits = -(alpha + 1.0) / 2.0 * torch.log1p(d2 / alpha)
+    return torch.log_softmax(logits, dim=1)
+
+
+def target_from_q(log_q: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """DEC's target p_ij = (q_ij² / f_j) / Σ_j' (q_ij'² / f_j')."""
+    return torch.softmax(2.0 * log_q - torch.log(f.clamp_min(1e-12)).to(log_q.dtype), dim=1)
+
+
+class DEC(AEKMeans):
+    """Deep Embedded Clustering: KL(P‖Q) on encoder + prototypes, from a pretrained autoencoder."""
+
+    name = "dec"
+    Params = DECParams
+    find_unused_parameters = True       # the decoder (and μ during pretraining) get no gradient
+    use_reconstruction = False
+
+    def __init__(self, input_dim, params: DECParams, normalizer=None):
+        super().__init__(input_dim, params, normalizer)
+        k, d = params.n_clusters, params.latent_dim
+        self.mu = nn.Parameter(torch.zeros(k, d))
+        # the frozen model that defines P until the next refresh
+        self.target_encoder = copy.deepcopy(self.ae.encoder).requires_grad_(False)
+        self.register_buffer("target_mu", torch.zeros(k, d))
+        self.register_buffer("target_f", torch.ones(k))
+        self.register_buffer("has_target", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("refreshes", torch.zeros((), dtype=torch.long))
+
+    # -- stages -------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        p = self.params
+        pre = self.pretrain_stage()
+        if p.pretrained:
+            pre.on_start = lambda ctx: self.load_pretrained(p.pretrained)
+
+        def init(ctx):
+            c, inertia = kmeans_prototypes(ctx, self.embed, self.n_clusters, p)
+            self.centroids.copy_(c)
+            with torch.no_grad():
+                self.mu.copy_(c)
+            self.has_target.fill_(False)
+            self.is_fitted.fill_(True)
+            return {"kmeans_inertia": inertia}
+
+        def on_step(ctx, step):
+            if not bool(self.has_target) or step % p.update_interval == 0:
+                return self.refresh_target(ctx)
+            return None
+
+        return [pre, Stage("kmeans", 0, 0.0, on_start=init),
+                Stage("cluster", p.cluster_epochs, p.cluster_lr, parameters=self.cluster_parameters,
+                      on_step=on_step)]
+
+    def cluster_parameters(self) -> list[nn.Parameter]:
+        if self.use_reconstruction:
+            return [*self.ae.parameters(), self.mu]
+        return [*self.ae.encoder.parameters(), self.mu]
+
+    # -- pretrained autoencoder -------------------------------------------------------
+    def load_pretrained(self, path: str) -> dict:
+        root = Path(path)
+        if (root / "model" / "config.json").is_file():  # a run directory
+            root = root / "model"
+        fix = "pass the model directory of an ae-kmeans / dec / idec run trained on the same data (RUN_DIR/model)"
+        if not (root / "config.json").is_file() or not (root / "weights.pt").is_file():
+            raise DistclustError(f"'{path}' is not a distclust model (no config.json / weights.pt)",
+                                 "model.pretrained", fix)
+        cfg = json.loads((root / "config.json").read_text())
+        theirs = cfg.get("params", {})
+        mine = self.params
+        for key in ("latent_dim", "hidden", "activation"):
+            if theirs.get(key) != getattr(mine, key):
+                raise DistclustError(f"the pretrained model has {key}={theirs.get(key)} but this job has "
+                                     f"{key}={getattr(mine, key)}", "model.pretrained",
+                                     f"set model.{key}: {theirs.get(key)}, or {fix}")
+        if int(cfg.get("input_dim", -1)) != self.input_dim:
+            raise DistclustError(f"the pretrained model takes {cfg.get('input_dim')} features, the data has "
+                                 f"{self.input_dim}", "model.pretrained", fix)
+        state = torch.load(root / "weights.pt", map_location="cpu", weights_only=True)
+        for buf in ("shift", "scale"):
+            theirs_b, mine_b = state.get(f"normalizer.{buf}"), getattr(self.normalizer, buf)
+            if theirs_b is None or not torch.allclose(theirs_b.to(mine_b), mine_b, rtol=1e-4, atol=1e-6):
+                raise DistclustError("the pretrained autoencoder was trained with a different input normalisation "
+                                     "(data.normalize or the data itself differ)", "model.pretrained", fix)
+        ae = {k[len("ae."):]: v for k, v in state.items() if k.startswith("ae.")}
+        self.ae.load_state_dict(ae)
+        return {"pretrained_loaded": 1.0}
+
+    # -- the target distribution ------------------------------------------------------
+    def log_q(self, x: torch.Tensor) -> torch.Tensor:
+        return student_t_log_q(self.embed(x), self.mu, self.params.alpha)
+
+    @torch.no_grad()
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """p for raw rows ``x`` from the frozen model of the last refresh."""
+        z = self.target_encoder(self.normalizer(x))
+        return target_from_q(student_t_log_q(z, self.target_mu, self.params.alpha), self.target_f)
+
+    @torch.no_grad()
+    def refresh_target(self, ctx: "WorkerContext") -> dict:
+        """One global pass: f_j = Σ_i q_ij over all workers, and the labels changed since the last refresh."""
+        had = bool(self.has_target)
+
+        def stats(batch):
+            x = batch["features"]
+            log_q = self.log_q(x)
+            out = {"f": log_q.exp().sum(0), "n": torch.tensor(float(x.shape[0]), device=x.device)}
+            if had:
+                old = student_t_log_q(self.target_encoder(self.normalizer(x)), self.target_mu, self.params.alpha)
+                out["changed"] = (old.argmax(1) != log_q.argmax(1)).sum().float()
+            return out
+
+        g = ctx.global_pass(stats)
+        self.target_encoder.load_state_dict(self.ae.encoder.state_dict())
+        self.target_mu.copy_(self.mu.detach())
+        self.target_f.copy_(g["f"].to(self.target_f))
+        self.has_target.fill_(True)
+        self.refreshes += 1
+        out = {"target_refreshes": float(self.refreshes), "f_min_frac": float(g["f"].min() / g["n"])}
+        if had:
+            delta = float(g["changed"] / g["n"].clamp_min(1))
+            out["delta_label"] = delta
+            if delta < self.params.tol:
+                ctx.request_stop()
+        return out
+
+    # -- losses -------------------------------------------------------------------
+    def forward(self, x, stage):
+        if stage != "cluster":
+            return super().forward(x, stage)
+        p = self.target(x)
+        if self.use_reconstruction:
+            xn = self.normalizer(x)
+            z, x_hat = self.ae(xn)
+            log_q = student_t_log_q(z, self.mu, self.params.alpha)
+            recon = reconstruction_loss(x_hat, xn, self.params.recon)
+        else:
+            log_q = self.log_q(x)
+            recon = None
+        kl = (torch.xlogy(p, p) - p * log_q).sum(1).mean()
+        if recon is None:
+            return {"loss": kl, "kl": kl.detach()}
+        return {"loss": recon + self.params.gamma * kl, "kl": kl.detach(), "recon": recon.detach()}
+
+    # -- prediction -------------------------------------------------------------------
+    def prototypes(self):
+        return self.mu
+
+    def predict_proba(self, x):
+        return self.log_q(x).exp()
+
+
+class IDEC(DEC):
+    """Improved DEC: DEC's KL term weighted by ``gamma`` plus the autoencoder's reconstruction loss."""
+
+    name = "idec"
+    Params = IDECParams
+    use_reconstruction = True
