@@ -1,0 +1,192 @@
+"""VAE with a Dirichlet-process Gaussian-mixture prior on the latent space (``vae-dpgmm``).
+
+The number of clusters is found, not given: ``n_clusters`` is the truncation K_max (an upper
+bound). The seed's GMVAE + DP-GMM alternation (refit the DP mixture on the latent after each epoch,
+copy its means/variances into the prior) oscillated. Here the prior is the variational posterior of
+a truncated DP mixture (``distclust.dpmix.DPMixture``) updated in a stable way:
+
+* **exact, distributed statistics**: after each epoch, ``dp_iters`` variational iterations, each a
+  ``ctx.global_pass`` over every worker's shard computing (N_k, Σ r z, Σ r z²) of the encoder
+  means μ̃(x), summed by all-reduce — the same statistics a single process would get; no
+  embedding leaves its worker;
+* **damping**: the statistics are mixed into the previous ones, (1−ρ)·old + ρ·new (the
+  posterior's natural parameters are linear in them, so this is a convex combination of natural
+  parameters), so the prior moves smoothly while the encoder moves;
+* **pruning**: a component whose N_k falls under ``dp_prune`` × rows is switched off for good
+  (no weight in the prior, no responsibility), so emptied components cannot flicker back.
+
+Stages: ``pretrain`` (autoencoder, or ``pretrained: PATH``), ``dp_init`` (data priors from a
+global moment pass, k-means on a ``dp_sample``-row gathered sample for the initial centres,
+then ``dp_init_iters`` exact variational iterations), ``vae`` (ELBO with the DP prior, whose
+expected weights, means and diagonal variances enter the VaDE-style bound; refit each epoch).
+Per epoch the history gets ``dp_active`` (weight above ``dp_threshold``), ``dp_components``
+(not pruned), and — when the data has labels — the engine's ACC / NMI / many-to-one ACC plus
+``completeness``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .. import metrics as M
+from ..dpmix import DPMixture, kmeans_init_centers
+from ..spec import require
+from .base import Stage
+from .vade import VaDE, VaDEParams, mixture_elbo_terms
+from .vae_parts import log_normal_components, recon_log_likelihood, reparameterize
+
+if TYPE_CHECKING:
+    from ..engine.context import WorkerContext
+
+
+@dataclass
+class DPGMMParams(VaDEParams):
+    n_clusters: int = 30               # K_max: truncation of the Dirichlet process
+    dp_covariance: str = "diag"        # diag | full (the VAE prior always uses the diagonal)
+    dp_alpha: float | None = None      # stick-breaking concentration; null = 1 / K_max (sklearn's default)
+    dp_sample: int = 20_000            # rows gathered for the k-means initial centres
+    dp_init_iters: int = 100           # exact variational iterations before the VAE stage
+    dp_init_tol: float = 1e-4          # ... stopped early when no N_k moves by more than tol × rows
+    dp_iters: int = 2                  # exact variational iterations after each epoch
+    dp_damping: float = 0.5            # ρ: weight of the new statistics
+    dp_prune: float = 0.002            # prune components with N_k < dp_prune × rows
+    dp_threshold: float = 0.01         # weight above which a component counts as active (reports)
+    dp_posterior_var: bool = False     # add q's variance σ̃² to Σ r z² (E_q[z²]) instead of μ̃² only
+
+    def check(self, s: str) -> None:
+        super().check(s)
+        require(self.n_clusters >= 2, f"{s}.n_clusters", f"'{s}.n_clusters' (K_max) is {self.n_clusters}",
+                "use an upper bound of 2 or more components, e.g. 30")
+        require(self.dp_covariance in ("diag", "full"), f"{s}.dp_covariance",
+                f"'{s}.dp_covariance' is '{self.dp_covariance}'", "use diag or full")
+        require(self.dp_alpha is None or self.dp_alpha > 0, f"{s}.dp_alpha", f"'{s}.dp_alpha' is {self.dp_alpha}",
+                "use a positive concentration, or null for 1/K_max")
+        require(self.dp_sample >= self.n_clusters, f"{s}.dp_sample",
+                f"'{s}.dp_sample' ({self.dp_sample}) is below K_max ({self.n_clusters})", "raise dp_sample")
+        require(self.dp_init_iters >= 1 and self.dp_iters >= 1, f"{s}.dp_iters",
+                f"dp_init_iters={self.dp_init_iters}, dp_iters={self.dp_iters}", "use 1 or more iterations")
+        require(0 < self.dp_damping <= 1, f"{s}.dp_damping", f"'{s}.dp_damping' is {self.dp_damping}",
+                "use a weight in (0, 1]; 1 = no damping")
+        require(0 <= self.dp_prune < 0.5, f"{s}.dp_prune", f"'{s}.dp_prune' is {self.dp_prune}",
+                "use a small fraction such as 0.002 (0 = never prune)")
+        require(0 <= self.dp_threshold < 1, f"{s}.dp_threshold", f"'{s}.dp_threshold' is {self.dp_threshold}",
+                "use a weight such as 0.01")
+
+
+class VAEDPGMM(VaDE):
+    """VAE whose prior is a truncated DP Gaussian mixture refitted from all-reduced statistics."""
+
+    name = "vae-dpgmm"
+    Params = DPGMMParams
+    assign_by = "proba"
+    find_unused_parameters = True
+
+    def init_prior_parameters(self, K: int, D: int) -> None:
+        p = self.params
+        self.dp = DPMixture(K, D, p.dp_covariance, weight_concentration=p.dp_alpha)
+
+    # -- prior --------------------------------------------------------------------------
+    def prior(self):
+        """(log π, μ_k, log σ²_k) over ALL K_max components (pruned ones have log π = −inf)."""
+        w = self.dp.weights()
+        return (torch.log(w).float(), self.dp.means.float(), torch.log(self.dp.component_variances()).float())
+
+    def _active_prior(self):
+        idx = self.dp.active.nonzero().squeeze(1)
+        log_pi, mu_c, logvar_c = self.prior()
+        log_pi = log_pi[idx]
+        return log_pi - torch.logsumexp(log_pi, 0), mu_c[idx], logvar_c[idx], idx
+
+    def elbo_loss(self, x):
+        xn = self.normalizer(x)
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar)
+        rec = -recon_log_likelihood(self.ae.decoder(z), xn, self.params.recon)
+        log_pi, mu_c, logvar_c, _ = self._active_prior()
+        kl_z, kl_c, _ = mixture_elbo_terms(mu, logvar, z, log_pi, mu_c, logvar_c)
+        return {"loss": (rec + kl_z + kl_c).mean(), "recon": rec.mean().detach(), "kl_z": kl_z.mean().detach(),
+                "kl_c": kl_c.mean().detach()}
+
+    def predict_proba(self, x):
+        mu, _ = self.encode(x)
+        log_pi, mu_c, logvar_c, idx = self._active_prior()
+        g = F.softmax(log_pi[None] + log_normal_components(mu, mu_c, logvar_c), dim=1)
+        out = torch.zeros(len(mu), self.n_clusters, dtype=g.dtype, device=g.device)
+        out[:, idx] = g
+        return out
+
+    def prototypes(self):
+        return self.dp.means.float()
+
+    # -- DP updates from all-reduced statistics --------------------------------------------
+    def _stats_fn(self, batch):
+        mu, logvar = self.encode(batch["features"])
+        st = self.dp.stats(mu)
+        if self.params.dp_posterior_var and self.dp.covariance_type == "diag":
+            r = self.dp.responsibilities(mu)
+            st["S2"] = st["S2"] + r.T @ torch.exp(logvar).double()
+        return st
+
+    def dp_iteration(self, ctx: "WorkerContext", damping: float, prune: bool) -> dict[str, float]:
+        st = ctx.global_pass(self._stats_fn)
+        n = float(st["N"].sum())
+        old = self.dp.stat_N.clone()
+        self.dp.m_step(st, damping=damping, prune_below=self.params.dp_prune * n if prune else 0.0)
+        return {"dp_loglik": float(st["loglik"]) / max(n, 1.0),
+                "dp_dN": float((self.dp.stat_N - old).abs().max()) / max(n, 1.0)}
+
+    def dp_report(self, ctx: "WorkerContext") -> dict[str, float]:
+        p = self.params
+        out = {"dp_active": float(self.dp.n_active(p.dp_threshold)),
+               "dp_components": float(self.dp.active.sum())}
+        if ctx.n_classes:  # completeness (the engine's label metrics give ACC / NMI / many-to-one)
+            K, C = self.n_clusters, int(ctx.n_classes)
+
+            def count(batch):
+                pred = self.predict(batch["features"]).long()
+                return {"cont": torch.bincount(pred * C + batch["label"].long().clamp(0, C - 1),
+                                               minlength=K * C).reshape(K, C)}
+
+            cont = ctx.global_pass(count)["cont"].cpu().numpy().astype(np.int64)
+            out["completeness"] = M.completeness_from_contingency(cont)
+        return out
+
+    def dp_init_stage(self) -> Stage:
+        def init(ctx: "WorkerContext"):
+            p = self.params
+            self.dp.set_data_prior(**ctx.global_pass(lambda b: self.dp.moment_stats(self.embed(b["features"]))))
+            sample = ctx.gather_sample(lambda b: self.embed(b["features"]), p.dp_sample)
+            centers = torch.zeros(self.n_clusters, p.latent_dim, dtype=torch.float64)
+            if ctx.rank == 0:
+                centers = torch.as_tensor(kmeans_init_centers(sample.cpu().double().numpy(), self.n_clusters,
+                                                              ctx.seed))
+            centers = ctx.broadcast(centers.to(ctx.device))
+            self.dp.m_step(ctx.global_pass(lambda b: self.dp.hard_stats(self.embed(b["features"]), centers)))
+            it = 0
+            for it in range(1, p.dp_init_iters + 1):
+                m = self.dp_iteration(ctx, damping=1.0, prune=False)
+                if m["dp_dN"] < p.dp_init_tol:
+                    break
+            self.dp_iteration(ctx, damping=1.0, prune=True)   # switch off what the DP emptied
+            self.is_fitted.fill_(True)
+            return {"dp_init_iters": float(it), **self.dp_report(ctx)}
+
+        return Stage("dp_init", 0, 0.0, on_start=init)
+
+    def vae_stage(self) -> Stage:
+        p = self.params
+
+        def refit(ctx: "WorkerContext", epoch: int):
+            m = {}
+            for _ in range(p.dp_iters):
+                m = self.dp_iteration(ctx, damping=p.dp_damping, prune=True)
+            return {**m, **self.dp_report(ctx)}
+
+        return Stage("vae", p.epochs, p.lr, p.weight_decay, on_epoch_end=refit)
+
+    def stages(self) -> list[Stage]:
+        return [self.pretrain_stage(), self.dp_init_stage(), self.vae_stage()]
