@@ -177,15 +177,16 @@ class DPMixture(nn.Module):
             N = (1 - damping) * self.stat_N + damping * N
             S1 = (1 - damping) * self.stat_S1 + damping * S1
             S2 = (1 - damping) * self.stat_S2 + damping * S2
-        N = N * self.active
-        S1, S2 = S1 * self.active[:, None], S2 * (self.active[:, None] if S2.dim() == 2 else self.active[:, None, None])
-        self.stat_N.copy_(N)
-        self.stat_S1.copy_(S1)
-        self.stat_S2.copy_(S2)
         if prune_below > 0:
             keep = self.active & (N >= prune_below)
             if bool(keep.any()):
                 self.active.copy_(keep)
+        act = self.active.to(F64)
+        N = N * act
+        S1, S2 = S1 * act[:, None], S2 * (act[:, None] if S2.dim() == 2 else act[:, None, None])
+        self.stat_N.copy_(N)
+        self.stat_S1.copy_(S1)
+        self.stat_S2.copy_(S2)
         nk = N + 10 * torch.finfo(F64).eps
         xk = S1 / nk[:, None]
         D = self.dim

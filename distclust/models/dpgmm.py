@@ -15,9 +15,10 @@ a truncated DP mixture (``distclust.dpmix.DPMixture``) updated in a stable way:
 * **pruning**: a component whose N_k falls under ``dp_prune`` × rows is switched off for good
   (no weight in the prior, no responsibility), so emptied components cannot flicker back.
 
-Stages: ``pretrain`` (autoencoder, or ``pretrained: PATH``), ``dp_init`` (data priors from a
-global moment pass, k-means on a ``dp_sample``-row gathered sample for the initial centres,
-then ``dp_init_iters`` exact variational iterations), ``vae`` (ELBO with the DP prior, whose
+Stages: ``pretrain`` (autoencoder, or ``pretrained: PATH``), ``dp_init`` (the variational fit
+to convergence on a seeded gathered sample of ``dp_sample`` rows — the one sampled step, on rank
+0 and broadcast — then the data priors from an exact global moment pass and ``dp_init_iters``
+exact all-reduced iterations over every row), ``vae`` (ELBO with the DP prior, whose
 expected weights, means and diagonal variances enter the VaDE-style bound; refit each epoch).
 Per epoch the history gets ``dp_active`` (weight above ``dp_threshold``), ``dp_components``
 (not pruned), and — when the data has labels — the engine's ACC / NMI / many-to-one ACC plus
@@ -33,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from .. import metrics as M
-from ..dpmix import DPMixture, kmeans_init_centers
+from ..dpmix import DPMixture, fit_dpgmm
 from ..spec import require
 from .base import Stage
 from .vade import VaDE, VaDEParams, mixture_elbo_terms
@@ -48,9 +49,9 @@ class DPGMMParams(VaDEParams):
     n_clusters: int = 30               # K_max: truncation of the Dirichlet process
     dp_covariance: str = "diag"        # diag | full (the VAE prior always uses the diagonal)
     dp_alpha: float | None = None      # stick-breaking concentration; null = 1 / K_max (sklearn's default)
-    dp_sample: int = 20_000            # rows gathered for the k-means initial centres
-    dp_init_iters: int = 100           # exact variational iterations before the VAE stage
-    dp_init_tol: float = 1e-4          # ... stopped early when no N_k moves by more than tol × rows
+    dp_sample: int = 20_000            # rows gathered (all workers) for the initial fit (rank 0, then broadcast)
+    dp_sample_iters: int = 300         # max variational iterations of that initial fit on the sample
+    dp_init_iters: int = 3             # then exact (all-reduced) iterations over every row
     dp_iters: int = 2                  # exact variational iterations after each epoch
     dp_damping: float = 0.5            # ρ: weight of the new statistics
     dp_prune: float = 0.002            # prune components with N_k < dp_prune × rows
@@ -67,8 +68,9 @@ class DPGMMParams(VaDEParams):
                 "use a positive concentration, or null for 1/K_max")
         require(self.dp_sample >= self.n_clusters, f"{s}.dp_sample",
                 f"'{s}.dp_sample' ({self.dp_sample}) is below K_max ({self.n_clusters})", "raise dp_sample")
-        require(self.dp_init_iters >= 1 and self.dp_iters >= 1, f"{s}.dp_iters",
-                f"dp_init_iters={self.dp_init_iters}, dp_iters={self.dp_iters}", "use 1 or more iterations")
+        require(self.dp_init_iters >= 1 and self.dp_iters >= 1 and self.dp_sample_iters >= 1, f"{s}.dp_iters",
+                f"dp_sample_iters={self.dp_sample_iters}, dp_init_iters={self.dp_init_iters}, "
+                f"dp_iters={self.dp_iters}", "use 1 or more iterations")
         require(0 < self.dp_damping <= 1, f"{s}.dp_damping", f"'{s}.dp_damping' is {self.dp_damping}",
                 "use a weight in (0, 1]; 1 = no damping")
         require(0 <= self.dp_prune < 0.5, f"{s}.dp_prune", f"'{s}.dp_prune' is {self.dp_prune}",
@@ -105,7 +107,7 @@ class VAEDPGMM(VaDE):
         xn = self.normalizer(x)
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar)
-        rec = -recon_log_likelihood(self.ae.decoder(z), xn, self.params.recon)
+        rec = -recon_log_likelihood(self.ae.decoder(z), xn, self.params.recon, self.params.recon_logvar)
         log_pi, mu_c, logvar_c, _ = self._active_prior()
         kl_z, kl_c, _ = mixture_elbo_terms(mu, logvar, z, log_pi, mu_c, logvar_c)
         return {"loss": (rec + kl_z + kl_c).mean(), "recon": rec.mean().detach(), "kl_z": kl_z.mean().detach(),
@@ -158,22 +160,24 @@ class VAEDPGMM(VaDE):
     def dp_init_stage(self) -> Stage:
         def init(ctx: "WorkerContext"):
             p = self.params
-            self.dp.set_data_prior(**ctx.global_pass(lambda b: self.dp.moment_stats(self.embed(b["features"]))))
+            # 1. the variational fit to convergence on a gathered sample of dp_sample rows (rank 0,
+            #    broadcast): cheap; 2. dp_init_iters exact iterations over all rows (all-reduced)
             sample = ctx.gather_sample(lambda b: self.embed(b["features"]), p.dp_sample)
-            centers = torch.zeros(self.n_clusters, p.latent_dim, dtype=torch.float64)
             if ctx.rank == 0:
-                centers = torch.as_tensor(kmeans_init_centers(sample.cpu().double().numpy(), self.n_clusters,
-                                                              ctx.seed))
-            centers = ctx.broadcast(centers.to(ctx.device))
-            self.dp.m_step(ctx.global_pass(lambda b: self.dp.hard_stats(self.embed(b["features"]), centers)))
-            it = 0
-            for it in range(1, p.dp_init_iters + 1):
+                res = fit_dpgmm(sample.cpu().double().numpy(), self.n_clusters, p.dp_covariance,
+                                weight_concentration=p.dp_alpha, seed=ctx.seed, init_sample=p.dp_sample,
+                                max_iter=p.dp_sample_iters)
+                self.dp.load_state_dict(res.mixture.state_dict())
+            for name, buf in self.dp.named_buffers():
+                got = ctx.broadcast(buf.to(torch.float64)).to(buf.dtype)
+                buf.copy_(got)
+            self.dp.set_data_prior(**ctx.global_pass(lambda b: self.dp.moment_stats(self.embed(b["features"]))))
+            m = {}
+            for _ in range(p.dp_init_iters):
                 m = self.dp_iteration(ctx, damping=1.0, prune=False)
-                if m["dp_dN"] < p.dp_init_tol:
-                    break
             self.dp_iteration(ctx, damping=1.0, prune=True)   # switch off what the DP emptied
             self.is_fitted.fill_(True)
-            return {"dp_init_iters": float(it), **self.dp_report(ctx)}
+            return {"dp_sample_rows": float(len(sample)), **m, **self.dp_report(ctx)}
 
         return Stage("dp_init", 0, 0.0, on_start=init)
 

@@ -44,7 +44,8 @@ class VaDEParams(ModelParams):
     latent_dim: int = 10
     hidden: list[int] = field(default_factory=lambda: [500, 500, 2000])
     activation: str = "relu"
-    recon: str = "bce"                 # bce (Bernoulli, features in [0, 1]) | mse (unit-variance Gaussian)
+    recon: str = "bce"                 # bce (Bernoulli, features in [0, 1]) | mse (Gaussian, variance exp(recon_logvar))
+    recon_logvar: float = 0.0          # log σ² of the Gaussian decoder (recon: mse), e.g. -4.6 for σ² = 0.01
     pretrain_epochs: int = 50
     pretrain_lr: float = 1e-3
     weight_decay: float = 0.0
@@ -145,7 +146,7 @@ class VaDE(AEKMeans):
         xn = self.normalizer(x)
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar)
-        rec = -recon_log_likelihood(self.ae.decoder(z), xn, self.params.recon)
+        rec = -recon_log_likelihood(self.ae.decoder(z), xn, self.params.recon, self.params.recon_logvar)
         log_pi, mu_c, logvar_c = self.prior()
         kl_z, kl_c, _ = mixture_elbo_terms(mu, logvar, z, log_pi, mu_c, logvar_c)
         loss = (rec + kl_z + kl_c).mean()
