@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, ROOT, dataset, save  # noqa: E402
+from common import ROOT, dataset, save  # noqa: E402
 
 import distclust  # noqa: E402,F401
 from distclust.assign import run_assign  # noqa: E402
@@ -42,12 +42,10 @@ def main() -> None:
     if a.epochs is not None:
         overrides.append(f"model.pretrain_epochs={a.epochs}")
     spec = load_spec(ROOT / "jobs" / "mnist-ae-kmeans.yaml", overrides)
-    with PeakMemory() as mem_train:
-        res = run_training(spec, work / "run", data=str(work / "data"))
+    res = run_training(spec, work / "run", data=str(work / "data"))
     pre = [h for h in res.history if h.get("stage") == "pretrain"]
     train_sps = sum(h["samples_per_s"] for h in pre) / max(len(pre), 1)
-    with PeakMemory() as mem_assign:
-        s = run_assign(res.model_dir, work / "data", work / "assign", progress=False)
+    s = run_assign(res.model_dir, work / "data", work / "assign", progress=False)
     ev = evaluate(work / "assign", work / "data")
     import pyarrow.parquet as pq
     ids = pq.read_table(work / "assign", columns=["id"]).column("id").to_numpy()
@@ -57,7 +55,10 @@ def main() -> None:
         "pretrain_epochs": len(pre), "ingest_s": t_ingest, "train_wall_s": res.wall_s,
         "train_samples_per_s": train_sps, "assign_rows": int(len(ids)), "assign_unique_ids": int(len(set(ids.tolist()))),
         "assign_s": s["seconds"], "assign_rows_per_s": s["rows_per_s"],
-        "peak_mem_train_gib": mem_train.peak_gib, "peak_mem_assign_gib": mem_assign.peak_gib,
+        # per-process peaks (ru_maxrss): the largest training worker, the largest assignment actor, the driver
+        "peak_rss_train_worker_mib": max(h.get("peak_rss_mib", 0) for h in res.history),
+        "peak_rss_assign_actor_mib": s["actor_peak_rss_mib"],
+        "peak_rss_driver_mib": __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 1024,
         **{f"eval_{k}": v for k, v in ev.items()},
         "train_final": {k: v for k, v in res.metrics.items() if k in ("acc", "nmi", "ari")},
     })

@@ -100,7 +100,10 @@ class _UnitAssigner:
                            for k in ("file", "rg_start", "rg_end", "rows", "out")})
             rows.append(self._run(unit))
             secs.append(time.time() - t0)
-        return {"out": batch["out"], "rows": np.array(rows), "seconds": np.array(secs)}
+        from .engine.worker import peak_rss_mib
+
+        return {"out": batch["out"], "rows": np.array(rows), "seconds": np.array(secs),
+                "peak_rss_mib": np.array([peak_rss_mib()] * len(rows))}
 
     def _run(self, unit: Unit) -> int:
         final = self.out_dir / unit.out
@@ -171,6 +174,7 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
     todo = [u for u in units if not (out / u.out).exists()]
     total_rows = sum(u.rows for u in units)
     done_rows = total_rows - sum(u.rows for u in todo)
+    peak = 0.0  # the largest actor's peak RSS (MiB)
     if todo:
         ray = ensure_ray(address)
         n_actors = actors or max(1, min(len(todo), int(ray.available_resources().get("CPU", 1)) // threads_per_actor))
@@ -184,6 +188,7 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
                    mininterval=1.0)
         for row in res.iter_rows():
             bar.update(int(row["rows"]))
+            peak = max(peak, float(row["peak_rss_mib"]))
         bar.close()
     written = sum(pq.ParquetFile(out / u.out).metadata.num_rows for u in units)
     if written != total_rows:
@@ -191,6 +196,7 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
                         "re-run the same command to finish the missing parts")
     wall = time.time() - t0
     summary = {"rows": written, "units": len(units), "resumed_units": len(units) - len(todo),
-               "seconds": wall, "rows_per_s": (total_rows - done_rows) / max(wall, 1e-9), "out": str(out)}
+               "seconds": wall, "rows_per_s": (total_rows - done_rows) / max(wall, 1e-9), "out": str(out),
+               "actor_peak_rss_mib": peak}
     (out / "_SUCCESS.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -73,6 +73,22 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_tune(a) -> int:
+    from .tuning import run_sweep
+
+    out = a.out or str(Path("runs") / "tune" / Path(a.sweep).stem)
+    r = run_sweep(a.sweep, out, data=a.data, resume=a.resume, overwrite=a.overwrite, address=a.address,
+                  overrides=a.set, progress=not a.quiet)
+    s, df = r["summary"], r["table"]
+    cols = [c for c in df.columns if c not in ("model_dir",)]
+    print("\n" + df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"\nselected {s['best_trial']} by {s['metric']} ({s['mode']}) = {s['value']:.4f}: {s['best_config']}"
+          + (f"  [acc {s['best_acc']:.4f}, reported only]" if "best_acc" in s else ""))
+    print(f"{s['completed']} of {s['trials']} trials completed, {s['stopped_early']} stopped early by ASHA")
+    print(s["best_model"])
+    return 0
+
+
 def cmd_models(a) -> int:
     from .models import get_model_class, model_names
 
@@ -123,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json")
     s.add_argument("--silhouette-sample", type=int, default=5000)
     s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("tune", help="Ray Tune sweep of a job spec, selected by a label-free metric")
+    s.add_argument("sweep")
+    s.add_argument("--out", help="sweep directory (default runs/tune/NAME)")
+    s.add_argument("--data", help="dataset; overrides the base job's data")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base job key")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_tune)
 
     s = sub.add_parser("models", help="list the registered models")
     s.set_defaults(fn=cmd_models)

@@ -85,7 +85,7 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None):
+def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None, callbacks=None):
     """The ``TorchTrainer`` for ``spec`` over the ingested dataset at ``root`` (the one place where
     ScalingConfig, RunConfig and the per-worker data split are made)."""
     import ray
@@ -140,7 +140,8 @@ def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None)
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
         run_config=RunConfig(name=RUN_NAME, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=spec.train.max_failures)),
+                             failure_config=FailureConfig(max_failures=spec.train.max_failures),
+                             callbacks=callbacks),
         datasets={"train": per_rank[0]},
         dataset_config=_data_config_cls()(per_rank),
     )
@@ -166,7 +167,6 @@ def fit_trainer(trainer):
 def run_training(spec, out_dir, data: str | None = None, resume: bool = False, overwrite: bool = False,
                  quiet: bool | None = None) -> TrainResult:
     """Train ``spec`` with Ray Train; the artifact lands in ``out_dir/model``."""
-    from ..artifact import copy_artifact
     from ..data import resolve_dataset
 
     t0 = time.time()
@@ -181,6 +181,13 @@ def run_training(spec, out_dir, data: str | None = None, resume: bool = False, o
         if fresh and not (out / "ray").exists():  # nothing worth resuming: leave no partial output
             shutil.rmtree(out, ignore_errors=True)
         raise
+    return collect_artifact(result, out, t0)
+
+
+def collect_artifact(result, out: Path, t0: float) -> TrainResult:
+    """Copy the final checkpoint (the artifact written by rank 0) to ``out/model``."""
+    from ..artifact import copy_artifact
+
     if result.checkpoint is None:
         raise DistclustError("training finished without producing a model", str(out),
                              "see the worker logs above; re-run with --debug")

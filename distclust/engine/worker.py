@@ -51,6 +51,13 @@ def quiet_library_logs() -> None:
         pass
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _fmt_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -101,7 +108,13 @@ def _train(config: dict) -> None:
         if Path(d, STATE_FILE).is_file():
             state = torch.load(Path(d, STATE_FILE), map_location=device, weights_only=False)
         elif Path(d, "config.json").is_file():  # the run had finished: hand back its artifact
-            ray.train.report({"stage": "done", "resumed_finished": 1},
+            hist = json.loads(Path(d, "history.json").read_text()) or [{}]
+            last = dict(hist[-1])
+            losses = [h["loss"] for h in hist if "loss" in h]
+            if losses:
+                last.setdefault("loss", losses[-1])
+            ray.train.report({**{k: v for k, v in last.items() if isinstance(v, (int, float, str))},
+                              "resumed_finished": 1},
                              checkpoint=Checkpoint.from_directory(d) if rank == 0 else None)
             return
     start_stage, start_epoch, history = 0, 0, []
@@ -133,11 +146,17 @@ def _train(config: dict) -> None:
     done_epochs = sum(s.epochs for s in stages[:start_stage]) + start_epoch
     t_run = time.time()
 
+    last_loss: list[float] = []  # every report carries the latest training loss (schedulers such as ASHA need it)
+
     def report(metrics: dict, stage_index: int, next_epoch: int, optimizer, with_ckpt: bool, final_dir=None):
+        if "loss" in metrics:
+            last_loss[:] = [metrics["loss"]]
+        elif last_loss:
+            metrics["loss"] = last_loss[0]
         history.append(metrics)
         if rank == 0 and not quiet:
             show = [f"{k} {v:.4g}" for k, v in metrics.items()
-                    if k not in ("stage", "epoch", "stage_index", "epochs_done", "samples_per_s", "time_s")
+                    if k not in ("stage", "epoch", "stage_index", "epochs_done", "samples_per_s", "time_s", "peak_rss_mib")
                     and isinstance(v, float)]
             done = metrics.get("epochs_done", 0)
             rate = (time.time() - t_run) / max(done - t0_done, 1)
@@ -210,7 +229,9 @@ def _train(config: dict) -> None:
             done_epochs += 1
             m = {"stage": stage.name, "epoch": epoch + 1, "stage_epochs": stage.epochs, "epochs_done": done_epochs,
                  **{k: (red[i] / red[-1]).item() for i, k in enumerate(keys)},
-                 "samples_per_s": rows_all / max(elapsed, 1e-9), "time_s": elapsed}
+                 "samples_per_s": rows_all / max(elapsed, 1e-9), "time_s": elapsed,
+                 "peak_rss_mib": ctx.all_reduce(torch.tensor(peak_rss_mib(), device=device),
+                                                op=torch.distributed.ReduceOp.MAX).item()}
             m.update({k: float(v) for k, v in start_metrics.items()})
             start_metrics = {}
             if stage.on_epoch_end is not None:
@@ -231,6 +252,8 @@ def _train(config: dict) -> None:
                      "train_time_s": time.time() - t_run}
     if config.get("n_classes"):
         final_metrics.update(ctx.label_metrics() if model.fitted() else {})
+    if last_loss:
+        final_metrics["loss"] = last_loss[0]
     final_dir = None
     if rank == 0:
         final_dir = tempfile.mkdtemp(prefix="distclust-artifact-")

@@ -1,0 +1,107 @@
+"""Ray Tune sweeps: real trials (Ray Train inside Tune), ASHA, label-free choice of K, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+
+import distclust
+
+
+def nonlinear_mixture(n=900, k=5, d=16, seed=0):
+    """k Gaussian clusters in 2-D pushed through a fixed random nonlinear map into d dims."""
+    rng = np.random.default_rng(seed)
+    angles = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    centers = np.stack([np.cos(angles), np.sin(angles)], 1) * 3
+    y = rng.integers(0, k, n)
+    z = centers[y] + rng.normal(0, 0.35, (n, 2))
+    W1, W2 = rng.normal(size=(2, 32)), rng.normal(size=(32, d)) / 4
+    X = np.tanh(z @ W1) @ W2 + 0.01 * rng.normal(size=(n, d))
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def mixture_npz(tmp_path_factory):
+    X, y = nonlinear_mixture()
+    p = tmp_path_factory.mktemp("mix") / "mix.npz"
+    np.savez(p, X=X, y=y)
+    return p
+
+
+def write_sweep(tmp_path, search, **extra):
+    job = {"name": "mix", "data": {"normalize": "standard", "shards": 2},
+           "model": {"name": "ae-kmeans", "n_clusters": 5, "latent_dim": 2, "hidden": [32],
+                     "pretrain_epochs": 6, "kmeans_nredo": 3},
+           "train": {"batch_size": 64, "seed": 0, "quiet": True},
+           "scaling": {"num_workers": 1, "cpus_per_worker": 1}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    sweep = {"name": "s", "base": "job.yaml", "search": search, "metric": "silhouette", **extra}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    return tmp_path / "sweep.yaml"
+
+
+def test_k_sweep_picks_the_true_k_without_labels(ray_cluster, mixture_npz, tmp_path):
+    from distclust.tuning import run_sweep
+
+    path = write_sweep(tmp_path, {"model.n_clusters": {"grid": [3, 5, 8]}}, scheduler="none")
+    r = run_sweep(path, tmp_path / "out", data=str(mixture_npz), progress=False)
+    s, df = r["summary"], r["table"]
+    assert s["completed"] == 3 and s["best_config"] == {"model.n_clusters": 5}, df.to_string()
+    assert s["best_acc"] > 0.9  # reported beside, from the labels
+    assert (tmp_path / "out" / "results.parquet").is_file() and (tmp_path / "out" / "results.csv").is_file()
+    png = tmp_path / "out" / "silhouette_vs_k.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = distclust.load(tmp_path / "out" / "best_model")
+    assert best.n_clusters_ == 5
+    assert pd.read_parquet(tmp_path / "out" / "results.parquet")["selected"].sum() == 1
+
+
+def test_asha_stops_poor_trials_and_an_interrupted_sweep_resumes(ray_cluster, mixture_npz, tmp_path):
+    path = write_sweep(tmp_path, {"model.pretrain_lr": {"grid": [3e-3, 1e-3, 1e-7, 1e-8]}},
+                       scheduler="asha", asha_grace_period=1, asha_reduction_factor=2)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "distclust.cli", "tune", str(path), "--out", str(out), "--data", str(mixture_npz),
+            "--quiet"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         cwd=ROOT)
+    deadline = time.time() + 400
+    while time.time() < deadline and p.poll() is None:
+        if len(list((out / "trials").glob("*/model/config.json"))) >= 1:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "the sweep ended before it could be interrupted:\n" + p.stdout.read()[-3000:]
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    first = {d.name: (d / "model" / "history.json").read_text() for d in (out / "trials").glob("*")
+             if (d / "model" / "history.json").is_file()}
+    r = run_cli("tune", path, "--out", out, "--data", mixture_npz, "--resume", "--quiet", timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 4, df.to_string()
+    assert (df["status"] == "stopped early").sum() >= 1, df.to_string()  # ASHA on the training loss
+    assert df.loc[df["selected"], "model.pretrain_lr"].iloc[0] >= 1e-3
+    for name, hist in first.items():  # trials trained before the kill were not trained again
+        assert (out / "trials" / name / "model" / "history.json").read_text() == hist
+
+
+def test_sweep_spec_errors(tmp_path):
+    from distclust.errors import SpecError
+    from distclust.tuning import load_sweep
+
+    path = write_sweep(tmp_path, {"model.n_cluster": {"grid": [3, 4]}})
+    with pytest.raises(SpecError, match="Did you mean 'n_clusters'"):
+        load_sweep(path)
+    path = write_sweep(tmp_path, {"model.n_clusters": {"grid": [3, 4]}}, metric="acc")
+    with pytest.raises(SpecError, match="labels_for_selection"):
+        load_sweep(path)
