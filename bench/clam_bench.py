@@ -98,7 +98,7 @@ def raw_image_part(name, npz, rows, epochs, seed, params):
     return out
 
 
-def digits_part(seed, work):
+def digits_part(seed, work, jobs=("digits-clam", "digits-deep-clam"), out=None):
     from sklearn.datasets import load_digits
 
     from distclust.engine.trainer import run_training
@@ -106,10 +106,11 @@ def digits_part(seed, work):
 
     X, y = load_digits(return_X_y=True)
     X = X.astype(np.float32)
-    out = {"rows": int(len(X)), "dim": int(X.shape[1])}
+    out = dict(out or {})
+    out.update({"rows": int(len(X)), "dim": int(X.shape[1])})
     Xn = X / 16.0
     out["kmeans_pixels"] = kmeans_scores(Xn, y, 10, seed)
-    for job in ("digits-clam", "digits-deep-clam"):
+    for job in jobs:
         spec = load_spec(ROOT / "jobs" / f"{job}.yaml", [f"train.seed={seed}", "train.quiet=true"])
         run_dir = work / job
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -134,8 +135,8 @@ def scaling_part(seed):
     torch.set_num_threads(1)
     d = 128
     rng = np.random.default_rng(seed)
-    base = dict(N=4000, k=10, T=10)
-    grid = {"N": [2000, 4000, 8000], "k": [10, 20, 40], "T": [5, 10, 20]}
+    base = dict(N=8000, k=10, T=10)
+    grid = {"N": [4000, 8000, 16000], "k": [10, 20, 40], "T": [5, 10, 20]}
     out = {"dim": d, "batch": 256, "base": base, "threads": 1}
     for key, values in grid.items():
         rows = []
@@ -144,7 +145,7 @@ def scaling_part(seed):
             X = rng.normal(size=(cfg["N"], d)).astype(np.float32)
             prm = dict(beta=0.05, steps=cfg["T"], alpha=0.5, mask_prob=0.2, lr=0.01)
             times = []
-            for rep in range(2):
+            for rep in range(3):
                 _, _, _, secs, per_epoch = train_inprocess(X, cfg["k"], prm, 1, seed=seed + rep)
                 times.append(per_epoch[0])
             rows.append({key: v, "s_per_epoch": float(min(times))})
@@ -163,13 +164,22 @@ def main():
     ap.add_argument("--rows", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--digits-jobs", default="digits-clam,digits-deep-clam")
     a = ap.parse_args()
     parts = a.parts.split(",")
     torch.set_num_threads(2)
     work = ROOT / "bench" / "_work" / "clam"
     work.mkdir(parents=True, exist_ok=True)
-    res = {"command": "python bench/clam_bench.py " + " ".join(sys.argv[1:]), "seed": a.seed,
-           "machine": "2-core CPU (shared), no GPU"}
+    import json
+
+    from common import RESULTS
+
+    old = RESULTS / "clam.json"   # parts run separately are merged into one result file
+    res = json.loads(old.read_text()) if old.is_file() else {}
+    res.setdefault("commands", {})
+    for part in parts:
+        res["commands"][part] = "python bench/clam_bench.py " + " ".join(sys.argv[1:])
+    res.update({"seed": a.seed, "machine": "2-core CPU (shared with other jobs), no GPU"})
     params = {"beta0.1": dict(beta=0.1, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01),
               "beta0.3": dict(beta=0.3, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01)}
     t = time.time()
@@ -178,14 +188,14 @@ def main():
         save("clam", res)
     torch.set_num_threads(2)
     if "digits" in parts:
-        res["digits"] = digits_part(a.seed, work)
+        res["digits"] = digits_part(a.seed, work, a.digits_jobs.split(","), res.get("digits"))
         save("clam", res)
     if "mnist" in parts:
         res["mnist"] = raw_image_part("mnist", "mnist.npz", a.rows, a.epochs, a.seed, params)
         save("clam", res)
     if "fashion" in parts:
         res["fashion"] = raw_image_part("fashion", "fashion_mnist.npz", a.rows, a.epochs, a.seed, params)
-    res["total_s"] = time.time() - t
+    res.setdefault("seconds", {})[a.parts] = time.time() - t
     save("clam", res)
 
 
