@@ -38,7 +38,7 @@ def library_versions() -> dict[str, str]:
 
 
 def save_artifact(model, out_dir: str | os.PathLike, spec=None, data_info: dict | None = None,
-                  history: list | None = None) -> Path:
+                  history: list | None = None, extra: dict | None = None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from dataclasses import asdict
@@ -53,6 +53,7 @@ def save_artifact(model, out_dir: str | os.PathLike, spec=None, data_info: dict 
         "spec": spec.to_dict() if spec is not None else None,
         "data": data_info or {},
         "versions": library_versions(),
+        **(extra or {}),
     }
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
     protos = model.prototypes()

@@ -132,10 +132,29 @@ class _UnitAssigner:
         return n
 
 
+def check_value_range(model, data_path: Path, allow_shift: bool = False) -> None:
+    """Refuse data whose values lie far outside the training data's range (e.g. raw 0-255 pixels
+    for a model trained on 0-1 features): its clusters would be silently wrong."""
+    from .data import Manifest, is_dataset
+
+    info = model.config.get("data", {})
+    if allow_shift or "min" not in info or not is_dataset(data_path):
+        return
+    st = Manifest.load(data_path).stats
+    lo, hi = float(min(st.min)), float(max(st.max))
+    tlo, thi = info["min"], info["max"]
+    width = max(thi - tlo, 1e-12)
+    if lo < tlo - width or hi > thi + width:
+        raise DataError(f"the data's values span [{lo:.4g}, {hi:.4g}] but the model was trained on values in "
+                        f"[{tlo:.4g}, {thi:.4g}]: the features look differently scaled or preprocessed",
+                        str(data_path), "apply the same preprocessing as for the training data, or pass "
+                        "--allow-shift if the shift is real")
+
+
 def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, overwrite: bool = False,
                rows_per_unit: int = 500_000, batch_rows: int = 65536, actors: int | None = None,
                threads_per_actor: int = 1, use_gpu: bool = False, address: str | None = None,
-               progress: bool = True) -> dict:
+               progress: bool = True, allow_shift: bool = False) -> dict:
     """Assign every row of ``data`` with the model in ``model_dir``; output Parquet in ``out_dir``."""
     from tqdm.auto import tqdm
 
@@ -156,6 +175,7 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
     if dim is not None and dim != model.n_features_in_:
         raise DataError(f"the data has {dim} features but the model was trained on {model.n_features_in_}",
                         str(data), "assign data with the same features as the training data")
+    check_value_range(model, data_path, allow_shift)
     plan = {"model": str(Path(model_dir).resolve()), "data": str(data_path.resolve()),
             "units": [asdict(u) for u in units]}
     if out.exists():

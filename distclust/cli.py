@@ -48,6 +48,14 @@ def cmd_train(a) -> int:
         if k in m:
             rows.append((k, _fmt(m[k])))
     print("\ntraining finished\n" + _table(rows))
+    try:  # the run report, TensorBoard scalars and MLflow (when configured); never fails the training
+        from .report import log_mlflow, write_report
+
+        print(f"report: {write_report(res.run_dir)}")
+        log_mlflow(res.run_dir)
+    except Exception as e:  # noqa: BLE001
+        print(f"distclust train: warning: the run report failed ({type(e).__name__}: {e}); "
+              f"retry with: distclust report {res.run_dir}", file=sys.stderr)
     print(str(res.model_dir))
     return 0
 
@@ -56,7 +64,7 @@ def cmd_assign(a) -> int:
     from .assign import run_assign
 
     s = run_assign(a.model, a.data, a.out, overwrite=a.overwrite, actors=a.actors, use_gpu=a.gpu,
-                   rows_per_unit=a.rows_per_unit, progress=not a.quiet)
+                   rows_per_unit=a.rows_per_unit, progress=not a.quiet, allow_shift=a.allow_shift)
     print(f"assigned {s['rows']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.0f} rows/s); "
           f"{s['resumed_units']} of {s['units']} parts were already done")
     print(s["out"])
@@ -86,6 +94,46 @@ def cmd_tune(a) -> int:
           + (f"  [acc {s['best_acc']:.4f}, reported only]" if "best_acc" in s else ""))
     print(f"{s['completed']} of {s['trials']} trials completed, {s['stopped_early']} stopped early by ASHA")
     print(s["best_model"])
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .report import is_sweep_dir, write_report, write_sweep_report
+
+    if is_sweep_dir(a.run_dir):
+        path = write_sweep_report(a.run_dir)
+    else:
+        path = write_report(a.run_dir, data=a.data, sample=a.sample, projection=a.projection, seed=a.seed)
+    print(str(path))
+    return 0
+
+
+def cmd_submit(a) -> int:
+    from . import jobs
+
+    job_id = jobs.submit(a.spec, a.address, a.out, data=a.data, sets=a.set, pip=a.pip or None, job_id=a.job_id)
+    print(f"submitted {job_id} to {a.address}")
+    if a.no_wait:
+        print(job_id)
+        return 0
+    final = jobs.follow(a.address, job_id)
+    print(f"job {job_id}: {final}")
+    print(job_id)
+    return 0 if final == "SUCCEEDED" else 1
+
+
+def cmd_jobs(a) -> int:
+    from . import jobs
+
+    if a.action == "status":
+        print(jobs.status(a.address, a.job_id))
+    elif a.action == "logs":
+        if a.follow:
+            print(f"job {a.job_id}: {jobs.follow(a.address, a.job_id)}")
+        else:
+            print(jobs.logs(a.address, a.job_id), end="")
+    elif a.action == "stop":
+        print("stopped" if jobs.stop(a.address, a.job_id) else "already finished")
     return 0
 
 
@@ -130,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--actors", type=int, default=None, help="assignment actors (default: free CPUs)")
     s.add_argument("--rows-per-unit", type=int, default=500_000, help="rows per output file / resume unit")
     s.add_argument("--gpu", action="store_true", help="run the encoder and FAISS on GPUs")
+    s.add_argument("--allow-shift", action="store_true",
+                   help="assign even if the data's value range is far from the training data's")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_assign)
 
@@ -151,6 +201,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_tune)
 
+    s = sub.add_parser("report", help="(re)render the HTML report of a training run or a tune sweep")
+    s.add_argument("run_dir", help="a 'distclust train --out' directory, or a 'distclust tune' sweep directory")
+    s.add_argument("--data", help="ingested dataset for the data sections (default: the one the run used)")
+    s.add_argument("--sample", type=int, default=5000, help="rows sampled for sizes, confusion and examples")
+    s.add_argument("--projection", choices=["tsne", "pca"], default="tsne", help="2-D projection of the latents")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_report)
+
+    default_address = os.environ.get("DISTCLUST_JOB_ADDRESS", "http://127.0.0.1:8265")
+    s = sub.add_parser("submit", help="submit a train or tune spec to a Ray cluster (Job Submission API)")
+    s.add_argument("spec")
+    s.add_argument("--address", default=default_address, help="job server, e.g. http://HEAD:8265")
+    s.add_argument("--out", required=True, help="run directory ON THE CLUSTER's shared storage")
+    s.add_argument("--data", help="dataset path or URI as the cluster sees it")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--pip", action="append", default=[], help="pip requirement for the job's runtime env")
+    s.add_argument("--job-id", help="submission id (default: generated)")
+    s.add_argument("--no-wait", action="store_true", help="return after submitting instead of following logs")
+    s.set_defaults(fn=cmd_submit)
+
+    s = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    s.add_argument("action", choices=["status", "logs", "stop"])
+    s.add_argument("job_id")
+    s.add_argument("--address", default=default_address)
+    s.add_argument("--follow", action="store_true", help="with logs: stream until the job ends")
+    s.set_defaults(fn=cmd_jobs)
+
     s = sub.add_parser("models", help="list the registered models")
     s.set_defaults(fn=cmd_models)
     return p
@@ -165,9 +242,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"distclust {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # unwritable / unreadable paths: name the path, no traceback
+        if args.debug:
+            raise
+        where = e.filename or "a file system path"
+        print(f"distclust {args.command}: error: cannot use '{where}' ({e.strerror or e}). Where: {where}. "
+              "Fix: choose a path you can read and write (check the folder exists and its permissions).",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"distclust {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # not a user error: still no traceback unless asked
+        if args.debug:
+            raise
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        print(f"distclust {args.command}: internal error: {type(e).__name__}: {msg[:500]}. "
+              "Re-run with --debug for the full traceback.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

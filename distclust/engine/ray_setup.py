@@ -40,6 +40,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_reachable(address)
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
     try:
         if address:
@@ -56,6 +58,25 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     return ray
+
+
+def check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail fast (ray.init would retry for minutes) when a host:port address does not answer."""
+    import socket
+
+    if address in ("auto", "local") or "://" in address and not address.startswith(("ray://", "http://", "https://")):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise DistclustError(f"Ray address '{address}' is not host:port", "scaling.address / RAY_ADDRESS",
+                             "write it as HOST:PORT (e.g. 10.0.0.5:6379), or leave it unset for a local Ray")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise DistclustError(f"Ray address '{address}' is unreachable ({e.strerror or e})",
+                             "scaling.address / RAY_ADDRESS",
+                             "start the cluster (ray start --head) or fix the address; leave it unset for a local Ray")
 
 
 def local_cpus(num_workers: int, cpus_per_worker: float, requested: int | None) -> int:

@@ -127,7 +127,8 @@ def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None,
         "cache": cache,
         "data_info": {"path": str(root), "rows": manifest.rows, "dim": manifest.dim,
                       "has_label": manifest.has_label, "label_names": manifest.label_names,
-                      "source": manifest.source},
+                      "source": manifest.source, "min": float(min(manifest.stats.min)),
+                      "max": float(max(manifest.stats.max)), "normalize": spec.data.normalize},
     }
     resources = {"CPU": sc.cpus_per_worker}
     if sc.use_gpu:

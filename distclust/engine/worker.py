@@ -58,6 +58,22 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def worker_placement(rank: int, world: int, device) -> list[dict]:
+    """Where every rank runs (node id, host, device), gathered on all ranks; saved in the artifact."""
+    import socket
+
+    import ray
+    import torch.distributed as dist
+
+    me = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+          "device": str(device)}
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        out = [None] * world
+        dist.all_gather_object(out, me)
+        return out
+    return [me]
+
+
 def _fmt_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -133,6 +149,7 @@ def _train(config: dict) -> None:
         ddp = ray.train.torch.prepare_model(model, move_to_device=False,
                                             parallel_strategy_kwargs={"find_unused_parameters": cls.find_unused_parameters})
 
+    workers = worker_placement(rank, world, device)
     rank_rows = config["rank_rows"][rank]
     steps = config["steps_per_epoch"]
     ctx = WorkerContext(model, ray.train.get_dataset_shard("train"), rank, world, device, seed,
@@ -257,5 +274,6 @@ def _train(config: dict) -> None:
     final_dir = None
     if rank == 0:
         final_dir = tempfile.mkdtemp(prefix="distclust-artifact-")
-        save_artifact(model, final_dir, spec=spec, data_info=config["data_info"], history=history + [final_metrics])
+        save_artifact(model, final_dir, spec=spec, data_info=config["data_info"], history=history + [final_metrics],
+                      extra={"workers": workers})
     report(final_metrics, len(stages), 0, None, with_ckpt=False, final_dir=final_dir)
