@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--k-max", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="posthoc,vade,dp")
+    ap.add_argument("--machine", default="2-core CPU, shared")
+    ap.add_argument("--set", action="append", default=[], help="extra spec overrides, e.g. scaling.cpus_per_worker=4")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "vade"))
     a = ap.parse_args()
     src = a.data or str(dataset("mnist.npz"))
@@ -53,11 +55,11 @@ def main() -> None:
         ingest(src, data, shards=8, progress=False, overwrite=True)
     out_path = RESULTS / "vade_dpgmm_mnist.json"
     result = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    result.update({"machine": "2-core CPU, shared", "seed": a.seed, "pretrained_ae": a.ae,
+    result.update({"machine": a.machine, "seed": a.seed, "pretrained_ae": a.ae,
                    "ae_config": json.loads(Path(a.ae, "config.json").read_text())["params"]})
     parts = a.parts.split(",")
     ae_pre = [f"model.pretrained={a.ae}", "model.recon=mse", "model.recon_logvar=-4.6", f"train.seed={a.seed}",
-              "train.quiet=true", "train.eval_every=1"]
+              "train.quiet=true", "train.eval_every=1", *a.set]
 
     if "posthoc" in parts:
         t = time.time()

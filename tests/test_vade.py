@@ -13,8 +13,9 @@ from distclust.spec import load_spec
 
 
 def vade_spec(**over):
-    raw = tiny_spec("vade", recon="mse", recon_logvar=-1.0, pretrain_epochs=4, epochs=3, lr=1e-3,
-                    gmm_sample=600, **over)
+    m = dict(recon="mse", recon_logvar=-1.0, pretrain_epochs=4, epochs=3, lr=1e-3, gmm_sample=600)
+    m.update(over)
+    raw = tiny_spec("vade", **m)
     raw["model"].pop("kmeans_nredo")
     raw["train"]["eval_every"] = 1
     return raw
