@@ -164,6 +164,7 @@ def main():
     ap.add_argument("--rows", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default="beta0.1,beta0.3", help="ClAM settings run on MNIST / Fashion")
     ap.add_argument("--digits-jobs", default="digits-clam,digits-deep-clam")
     a = ap.parse_args()
     parts = a.parts.split(",")
@@ -182,6 +183,7 @@ def main():
     res.update({"seed": a.seed, "machine": "2-core CPU (shared with other jobs), no GPU"})
     params = {"beta0.1": dict(beta=0.1, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01),
               "beta0.3": dict(beta=0.3, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01)}
+    params = {k: v for k, v in params.items() if k in a.variants.split(",")}
     t = time.time()
     if "scaling" in parts:
         res["scaling"] = scaling_part(a.seed)
