@@ -65,6 +65,7 @@ def curves(stage: str, records: list[dict], path: Path) -> Path:
         ax.set_title(k + ("  (schedule)" if annealed else ""), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("epoch", fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     fig.suptitle(f"stage '{stage}': per-epoch metrics", fontsize=11)
     fig.tight_layout()
@@ -174,14 +175,18 @@ def image_grid(imgs: list[np.ndarray], row_names: list[str], side: int, title: s
     flat = np.concatenate([a for a in imgs if len(a)]) if any(len(a) for a in imgs) else np.zeros((1, side * side))
     lo, hi = float(np.min(flat)), float(np.max(flat))
     cell = side + 1
-    grid = np.ones((len(imgs) * cell + 1, per_row * cell + 1), np.float32)
+    grid = np.full((len(imgs) * cell + 1, per_row * cell + 1), 0.25, np.float32)  # light-grey separators
+    for i in range(len(imgs)):  # cells without an image stay blank (white)
+        grid[1 + i * cell:1 + i * cell + side, 1 + len(imgs[i][:per_row]) * cell:] = np.nan
     for i, a in enumerate(imgs):
         for j, v in enumerate(a[:per_row]):
             grid[1 + i * cell:1 + i * cell + side, 1 + j * cell:1 + j * cell + side] = \
                 (v.reshape(side, side) - lo) / max(hi - lo, 1e-12)
     h = min(16, 0.45 * len(imgs) + 1)
     fig, ax = plt.subplots(figsize=(min(12, 0.5 * per_row + 1.5), h))
-    ax.imshow(grid, cmap="gray_r", interpolation="nearest", vmin=0, vmax=1)
+    cmap = plt.get_cmap("gray_r").copy()
+    cmap.set_bad("white")
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, interpolation="nearest", vmin=0, vmax=1)
     ax.set_yticks([1 + i * cell + side / 2 for i in range(len(imgs))], row_names, fontsize=8)
     ax.set_xticks([])
     ax.set_title(title, fontsize=10)
