@@ -47,7 +47,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
+            # "local": always a new Ray; without it ray.init joins whatever /tmp/ray/ray_current_cluster names
+            # (another process's Ray on this machine) and then rejects num_cpus
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DistclustError(f"cannot connect to Ray at '{address or 'local'}' ({msg})", "scaling.address / RAY_ADDRESS",
