@@ -89,11 +89,14 @@ def make_ctx(model, X, y, device, seed, bs):
     return ctx
 
 
+SCALE = [255.0]
+
+
 def build_model(name, over, dim, device):
     cls = get_model_class(name)
     p = build(cls.Params, over, "model")
     norm = Normalizer(dim)
-    norm.scale.fill_(255.0)   # global-minmax of pixels: (x - 0) / 255
+    norm.scale.fill_(SCALE[0])   # global-minmax of non-negative pixels: x / max
     return cls(dim, p, norm).to(device)
 
 
@@ -109,25 +112,31 @@ def main() -> None:
     ap.add_argument("--k-max", type=int, default=30)
     ap.add_argument("--rows", type=int, default=None, help="first N rows only (smoke tests)")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[500, 500, 2000])
+    ap.add_argument("--no-damping-ablation", action="store_true",
+                    help="also run vae-dpgmm without damping or pruning (dp_damping=1, dp_prune=0)")
     ap.add_argument("--out", default="bench/results")
     a = ap.parse_args()
     device = torch.device(a.device)
     d = np.load(a.data)
     X = torch.as_tensor(d["X"][:a.rows].astype(np.float32), device=device)
+    SCALE[0] = float(X.max())
     y = torch.as_tensor(d["y"][:a.rows].astype(np.int64), device=device)
     out = Path(a.out)
+    name = out.name if out.suffix == ".json" else "vade_dpgmm_inprocess.json"
+    out = out.parent if out.suffix == ".json" else out
     out.mkdir(parents=True, exist_ok=True)
     res = {"command": "python bench/vade_dpgmm_inprocess.py " + " ".join(sys.argv[1:]),
            "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "rows": len(X),
            "engine": "in-process, world size 1 (same model code and stage semantics as the Ray worker)", "runs": []}
 
     def save():
-        (out / "vade_dpgmm_inprocess.json").write_text(json.dumps(res, indent=1, default=float))
+        (out / name).write_text(json.dumps(res, indent=1, default=float))
 
     def log(m):
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items() if k in KEEP}, flush=True)
 
-    base = {"n_clusters": 10, "latent_dim": 10, "hidden": [500, 500, 2000], "gmm_sample": 70000}
+    base = {"n_clusters": 10, "latent_dim": 10, "hidden": a.hidden, "gmm_sample": 70000}
     for seed in a.seeds:
         # one autoencoder per seed (Bernoulli decoder), shared by VaDE and vae-dpgmm
         seed_everything(seed)
@@ -141,16 +150,18 @@ def main() -> None:
         runs = [("vade", {**base, "recon": "bce", "epochs": a.vade_epochs, "lr": 0.002}, None),
                 ("vae-dpgmm", {**base, "n_clusters": a.k_max, "recon": "bce", "epochs": a.dp_epochs, "lr": 0.001,
                                "dp_sample": 20000}, None)]
+        if a.no_damping_ablation:
+            runs.append(("vae-dpgmm", {**runs[1][1], "dp_damping": 1.0, "dp_prune": 0.0}, "undamped"))
         if a.ae and seed == a.seeds[0]:
             runs.append(("vade", {**base, "recon": "mse", "recon_logvar": -4.6, "epochs": a.vade_epochs,
                                   "lr": 0.002, "pretrained": a.ae}, "spine-ae"))
         for name, over, tag in runs:
             seed_everything(seed)
             model = build_model(name, {**over, "pretrain_epochs": 0}, X.shape[1], device)
-            if tag is None:
+            if tag in (None, "undamped"):
                 model.ae.load_state_dict(ae_state)
             ctx = make_ctx(model, X, y, device, seed, a.batch_size)
-            stages = [s for s in model.stages() if s.name != "pretrain" or tag is not None]
+            stages = [s for s in model.stages() if s.name != "pretrain" or tag == "spine-ae"]
             t = time.time()
             hist = run_stages(model, ctx, stages, log)
             final = hist[-1]
@@ -159,7 +170,9 @@ def main() -> None:
                 w = model.dp.weights().cpu().numpy()
                 cont = {"dp_active_final": int((w > 0.01).sum()),
                         "dp_weights": sorted(w[w > 1e-4].round(4).tolist(), reverse=True)}
-            res["runs"].append({"model": name, "seed": seed, "ae": tag or "own (bce)", "pretrain_s": t_pre,
+            res["runs"].append({"model": name, "seed": seed, "variant": tag or "own AE (bce)",
+                                "params": {k: v for k, v in over.items() if k.startswith("dp_") or k in
+                                           ("epochs", "lr", "recon", "n_clusters")}, "pretrain_s": t_pre,
                                 "train_s": time.time() - t,
                                 "final": {k: final.get(k) for k in ("acc", "nmi", "ari", "acc_many_to_one",
                                                                      "completeness", "dp_active", "active_clusters")},
