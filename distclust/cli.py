@@ -118,6 +118,10 @@ def cmd_submit(a) -> int:
         return 0
     final = jobs.follow(a.address, job_id)
     print(f"job {job_id}: {final}")
+    if final != "SUCCEEDED":
+        tail = "\n".join(jobs.logs(a.address, job_id).splitlines()[-40:])
+        info = jobs.job_message(a.address, job_id)
+        print(f"distclust submit: error: job {job_id} ended {final}. {info}\nLast log lines:\n{tail}", file=sys.stderr)
     print(job_id)
     return 0 if final == "SUCCEEDED" else 1
 

@@ -14,9 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
-import yaml
-
 from .errors import DistclustError, SpecError
+from .spec import read_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # never uploaded with the working_dir (data, runs and benchmark scratch can be GBs)
@@ -41,7 +40,7 @@ def _client(address: str):
 
 def spec_kind(path: Path) -> str:
     """'train' for a job spec, 'tune' for a sweep spec (validated before anything is sent)."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = read_yaml(path, "spec")
     if not isinstance(raw, dict):
         raise SpecError("spec must be a YAML mapping", str(path), "pass a job spec (jobs/) or a sweep spec (tune/)")
     if "base" in raw and "search" in raw:
@@ -77,7 +76,8 @@ def build_entrypoint(spec: str | Path, out: str, data: str | None = None, sets: 
 
 
 def submit(spec: str | Path, address: str, out: str, data: str | None = None, sets: list[str] | None = None,
-           pip: list[str] | None = None, job_id: str | None = None, extra: list[str] | None = None) -> str:
+           pip: list[str] | None = None, job_id: str | None = None, extra: list[str] | None = None,
+           retry_s: float = 120.0) -> str:
     """Submit a train/tune spec; returns the job id. ``out`` must be on storage the cluster shares."""
     kind, entrypoint = build_entrypoint(spec, out, data, sets, extra)
     runtime_env = {"working_dir": str(PROJECT_ROOT), "excludes": EXCLUDES,
@@ -86,8 +86,16 @@ def submit(spec: str | Path, address: str, out: str, data: str | None = None, se
         runtime_env["pip"] = list(pip)
     client = _client(address)
     job_id = job_id or f"distclust-{kind}-{Path(spec).stem}-{uuid.uuid4().hex[:6]}"
-    return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id,
-                             metadata={"distclust_spec": str(spec), "distclust_out": out})
+    deadline = time.time() + retry_s
+    while True:  # a freshly started head answers "No available agent" until its job agent is up
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id,
+                                     metadata={"distclust_spec": str(spec), "distclust_out": out})
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise DistclustError(f"the job server refused the job ({str(e).splitlines()[0][:300]})",
+                                     "--address", "check the cluster's dashboard; retry when the head is up") from None
+            time.sleep(2.0)
 
 
 def status(address: str, job_id: str) -> str:
@@ -127,3 +135,11 @@ def follow(address: str, job_id: str, printer=print, poll_s: float = 1.0, timeou
         if st in TERMINAL or (timeout_s and time.time() - t0 > timeout_s):
             return st
         time.sleep(poll_s)
+
+
+def job_message(address: str, job_id: str) -> str:
+    """The job server's own message for a job (why it failed, e.g. runtime env set-up)."""
+    try:
+        return str(_client(address).get_job_info(job_id).message or "")
+    except Exception:
+        return ""

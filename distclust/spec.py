@@ -240,6 +240,17 @@ def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
     return raw
 
 
+def read_yaml(path: Path, what: str):
+    """YAML file → object; a syntax error becomes one line naming the line and column."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{what} is not valid YAML ({problem}{loc})", str(path), "fix the YAML syntax") from None
+
+
 def load_spec(source: str | Path | Mapping, overrides: list[str] | dict | None = None) -> JobSpec:
     """Load and validate a job spec from a YAML path or a mapping."""
     if isinstance(source, Mapping):
@@ -249,10 +260,7 @@ def load_spec(source: str | Path | Mapping, overrides: list[str] | dict | None =
         if not path.is_file():
             raise SpecError(f"job spec '{path}' does not exist", str(path),
                             "pass the path of a YAML job spec, e.g. jobs/digits-ae-kmeans.yaml")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SpecError(f"job spec is not valid YAML: {e}", str(path), "fix the YAML syntax") from None
+        raw = read_yaml(path, "job spec")
         where = str(path)
         if not isinstance(raw, dict):
             raise SpecError("job spec must be a YAML mapping", where, "start the file with 'name:', 'model:' …")

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from .errors import DistclustError, SpecError, did_you_mean
-from .spec import apply_overrides, build, require
+from .spec import apply_overrides, build, read_yaml, require
 
 METRIC_MODES = {"silhouette": "max", "davies_bouldin": "min", "bic": "min", "loss": "min", "stability": "max",
                 "acc": "max", "nmi": "max", "ari": "max"}
@@ -93,7 +92,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"sweep spec '{path}' does not exist", str(path), "pass a YAML file from tune/")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path, "sweep spec")
     sweep = build(SweepSpec, raw, "sweep")
     base = Path(sweep.base)
     if not base.is_absolute():
@@ -101,7 +100,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
     if not base.is_file():
         raise SpecError(f"base job '{sweep.base}' does not exist", f"{path}: base",
                         "give the job spec path relative to the sweep file")
-    base_raw = yaml.safe_load(base.read_text())
+    base_raw = read_yaml(base, "base job spec")
     base_raw = apply_overrides(base_raw, {**sweep.overrides, **dict(_kv(o) for o in overrides or [])})
     load_spec(base_raw)  # validate the base before anything runs
     for key, dom in sweep.search.items():  # each searched key must be a valid job key
