@@ -155,9 +155,9 @@ def main() -> None:
         if a.ae and seed == a.seeds[0]:
             runs.append(("vade", {**base, "recon": "mse", "recon_logvar": -4.6, "epochs": a.vade_epochs,
                                   "lr": 0.002, "pretrained": a.ae}, "spine-ae"))
-        for name, over, tag in runs:
+        for mname, over, tag in runs:
             seed_everything(seed)
-            model = build_model(name, {**over, "pretrain_epochs": 0}, X.shape[1], device)
+            model = build_model(mname, {**over, "pretrain_epochs": 0}, X.shape[1], device)
             if tag in (None, "undamped"):
                 model.ae.load_state_dict(ae_state)
             ctx = make_ctx(model, X, y, device, seed, a.batch_size)
@@ -166,11 +166,11 @@ def main() -> None:
             hist = run_stages(model, ctx, stages, log)
             final = hist[-1]
             cont = None
-            if name == "vae-dpgmm":
+            if mname == "vae-dpgmm":
                 w = model.dp.weights().cpu().numpy()
                 cont = {"dp_active_final": int((w > 0.01).sum()),
                         "dp_weights": sorted(w[w > 1e-4].round(4).tolist(), reverse=True)}
-            res["runs"].append({"model": name, "seed": seed, "variant": tag or "own AE (bce)",
+            res["runs"].append({"model": mname, "seed": seed, "variant": tag or "own AE (bce)",
                                 "params": {k: v for k, v in over.items() if k.startswith("dp_") or k in
                                            ("epochs", "lr", "recon", "n_clusters")}, "pretrain_s": t_pre,
                                 "train_s": time.time() - t,
