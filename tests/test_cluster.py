@@ -76,23 +76,26 @@ TWO_NODES = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from conftest import tiny_spec
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    cluster.add_node(num_cpus=2)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
+    cluster.add_node(num_cpus=3)  # 2 CPUs per worker: one worker fits on each node, 1 CPU left for reads
     cluster.wait_for_nodes()
     raw = tiny_spec()
-    raw["scaling"].update(num_workers=2, cpus_per_worker=1.5, address=cluster.address,
+    raw["scaling"].update(num_workers=2, cpus_per_worker=2, address=cluster.address,
                           storage_path=sys.argv[2] + "/shared")
     res = run_training(load_spec(raw), sys.argv[2] + "/run", data=sys.argv[1])
     cfg = json.load(open(res.model_dir / "config.json"))
     print("NODES", json.dumps([w["node_id"] for w in cfg["workers"]]))
-    print("ACC", res.metrics.get("acc"))
+    print("ACC", res.metrics.get("acc"), flush=True)
+    import ray
+    ray.shutdown()
+    cluster.shutdown()
 """)
 
 
 def test_training_spreads_over_two_nodes_with_shared_storage(blobs_dataset, tmp_path):
     r = subprocess.run([sys.executable, "-c", TWO_NODES, str(blobs_dataset), str(tmp_path)], capture_output=True,
                        text=True, timeout=900, cwd=ROOT, env={**__import__("os").environ, "RAY_ADDRESS": ""})
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-4000:]
     nodes = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("NODES"))[6:])
     assert len(nodes) == 2 and len(set(nodes)) == 2, nodes  # one worker per node
     acc = float(next(l for l in r.stdout.splitlines() if l.startswith("ACC")).split()[1])

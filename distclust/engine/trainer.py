@@ -112,7 +112,8 @@ def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None,
     columns = ["id", "features"] + (["label"] if manifest.has_label else [])
     per_rank = []
     for files, _ in splits:
-        ds = ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files))
+        # read tasks ask for a quarter CPU: training workers that hold whole CPUs cannot starve them
+        ds = ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files), num_cpus=0.25)
         ds.context.execution_options.preserve_order = True  # same seed, same batches
         per_rank.append(ds)
     config = {
