@@ -17,7 +17,7 @@ class DistclustError(Exception):
 
     def __init__(self, what: str, where: str | None = None, fix: str | None = None):
         self.what, self.where, self.fix = what, where, fix
-        parts = [what.rstrip(".") + "."]
+        parts = [what if what.endswith(("?", "!")) else what.rstrip(".") + "."]
         if where:
             parts.append(f"Where: {where}.")
         if fix:

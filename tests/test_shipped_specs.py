@@ -1,0 +1,31 @@
+"""Every job and sweep spec shipped in jobs/ and tune/ validates (keys, types, search keys)."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT
+
+from distclust.spec import load_spec
+from distclust.tuning import load_sweep
+from distclust.models import model_names
+
+JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
+SWEEPS = sorted((ROOT / "tune").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", JOBS, ids=[p.stem for p in JOBS])
+def test_job_spec_is_valid(path):
+    spec = load_spec(path)
+    assert spec.model_name in model_names()
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_sweep_spec_is_valid(path):
+    sweep, base, _ = load_sweep(path)
+    assert sweep.search and base["model"]["name"] in model_names()
+
+
+def test_every_model_ships_a_digits_and_an_mnist_job():
+    names = {p.stem for p in JOBS}
+    for m in model_names():
+        assert f"digits-{m}" in names and f"mnist-{m}" in names, m
