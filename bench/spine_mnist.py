@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="spine_mnist", help="result file bench/results/NAME.json")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "spine"))
     a = ap.parse_args()
     src = a.data or dataset("mnist.npz")
@@ -49,7 +50,7 @@ def main() -> None:
     ev = evaluate(work / "assign", work / "data")
     import pyarrow.parquet as pq
     ids = pq.read_table(work / "assign", columns=["id"]).column("id").to_numpy()
-    save("spine_mnist", {
+    save(a.name, {
         "command": "python bench/spine_mnist.py" + (f" --epochs {a.epochs}" if a.epochs else ""),
         "rows": m.rows, "dim": m.dim, "workers": a.workers, "seed": a.seed,
         "pretrain_epochs": len(pre), "ingest_s": t_ingest, "train_wall_s": res.wall_s,

@@ -9,7 +9,7 @@ import torch
 
 from ..spec import require
 from .base import ClusterModel, ModelParams, Stage
-from .networks import ACTIVATIONS, Autoencoder, reconstruction_loss
+from .networks import Autoencoder, check_network_params, reconstruction_loss
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
@@ -30,12 +30,7 @@ class AEParams(ModelParams):
 
     def check(self, s: str) -> None:
         super().check(s)
-        require(self.latent_dim >= 1, f"{s}.latent_dim", f"'{s}.latent_dim' is {self.latent_dim}",
-                "use a latent size of 1 or more, e.g. 10")
-        require(all(h >= 1 for h in self.hidden), f"{s}.hidden", f"'{s}.hidden' is {self.hidden}",
-                "use positive layer widths, e.g. [500, 500, 2000]")
-        require(self.activation in ACTIVATIONS, f"{s}.activation", f"'{s}.activation' is '{self.activation}'",
-                f"use one of {', '.join(ACTIVATIONS)}")
+        check_network_params(self, s, "[500, 500, 2000]")
         require(self.recon in ("mse", "bce"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'", "use mse or bce")
         require(self.pretrain_epochs >= 0, f"{s}.pretrain_epochs",
                 f"'{s}.pretrain_epochs' is {self.pretrain_epochs}", "use 0 or more epochs")

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from ..spec import require
 from .base import ClusterModel, ModelParams, Stage
-from .networks import ACTIVATIONS, mlp
+from .networks import check_network_params, mlp
 from .vae_parts import (SCHEDULES, GaussianEncoder, categorical_kl, decoder_mean, gumbel_softmax, kl_normal,
                         log_exp_concrete_density, log_normal, recon_log_likelihood, reparameterize,
                         sample_exp_concrete, schedule)
@@ -68,12 +68,7 @@ class GMVAEParams(ModelParams):
         super().check(s)
         require(self.n_clusters >= 2, f"{s}.n_clusters", f"'{s}.n_clusters' is {self.n_clusters}",
                 "a mixture needs 2 or more components")
-        require(self.latent_dim >= 1, f"{s}.latent_dim", f"'{s}.latent_dim' is {self.latent_dim}",
-                "use a latent size of 1 or more, e.g. 10")
-        require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), f"{s}.hidden",
-                f"'{s}.hidden' is {self.hidden}", "use one or more positive layer widths, e.g. [512, 256]")
-        require(self.activation in ACTIVATIONS, f"{s}.activation", f"'{s}.activation' is '{self.activation}'",
-                f"use one of {', '.join(ACTIVATIONS)}")
+        check_network_params(self, s, "[512, 256]")
         require(self.recon in RECON, f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
                 "use bernoulli (features scaled to [0, 1], data.normalize: global-minmax) or gaussian")
         require(self.prior_scale > 0, f"{s}.prior_scale", f"'{s}.prior_scale' is {self.prior_scale}",

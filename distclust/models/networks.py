@@ -9,6 +9,18 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
+def check_network_params(p, s: str, example: str = "[500, 500, 2000]") -> None:
+    """Validate the ``latent_dim`` / ``hidden`` / ``activation`` keys every MLP-based model has."""
+    from ..spec import require
+
+    require(p.latent_dim >= 1, f"{s}.latent_dim", f"'{s}.latent_dim' is {p.latent_dim}",
+            "use a latent size of 1 or more, e.g. 10")
+    require(len(p.hidden) >= 1 and all(h >= 1 for h in p.hidden), f"{s}.hidden", f"'{s}.hidden' is {p.hidden}",
+            f"use one or more positive layer widths, e.g. {example}")
+    require(p.activation in ACTIVATIONS, f"{s}.activation", f"'{s}.activation' is '{p.activation}'",
+            f"use one of {', '.join(ACTIVATIONS)}")
+
+
 def mlp(dims: Sequence[int], activation: str = "relu", last_activation: bool = False,
         batch_norm: bool = False) -> nn.Sequential:
     """Linear layers through ``dims`` with activations between (and after the last if asked)."""

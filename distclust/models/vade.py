@@ -32,7 +32,7 @@ from ..errors import ArtifactError
 from ..spec import require
 from .ae_kmeans import AEKMeans
 from .base import ModelParams, Stage
-from .networks import ACTIVATIONS
+from .networks import check_network_params
 from .vae_parts import kl_normal, log_normal_components, recon_log_likelihood, reparameterize
 
 if TYPE_CHECKING:
@@ -57,12 +57,7 @@ class VaDEParams(ModelParams):
 
     def check(self, s: str) -> None:
         super().check(s)
-        require(self.latent_dim >= 1, f"{s}.latent_dim", f"'{s}.latent_dim' is {self.latent_dim}",
-                "use a latent size of 1 or more, e.g. 10")
-        require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), f"{s}.hidden",
-                f"'{s}.hidden' is {self.hidden}", "use one or more positive layer widths, e.g. [500, 500, 2000]")
-        require(self.activation in ACTIVATIONS, f"{s}.activation", f"'{s}.activation' is '{self.activation}'",
-                f"use one of {', '.join(ACTIVATIONS)}")
+        check_network_params(self, s, "[500, 500, 2000]")
         require(self.recon in ("mse", "bce"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
                 "use bce (features scaled to [0, 1], e.g. normalize: global-minmax) or mse")
         require(self.pretrain_epochs >= 0 and self.epochs >= 0, f"{s}.epochs",
