@@ -23,10 +23,15 @@ from distclust.tuning import run_sweep  # noqa: E402
 
 
 def mixture(n: int, k: int, d: int, seed: int):
-    """k Gaussian clusters on a 3-d sphere shell, through a random 2-layer tanh map into d dims."""
+    """k Gaussian clusters (std 0.4) whose 3-d centres lie on a radius-4 sphere at least 3 apart
+    (so that k is well defined), through a random 2-layer tanh map into d dims."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(k, 3))
-    centers = 4 * centers / np.linalg.norm(centers, axis=1, keepdims=True)
+    centers = np.zeros((0, 3))
+    while len(centers) < k:  # rejection sampling of well-separated centres
+        c = rng.normal(size=3)
+        c = 4 * c / np.linalg.norm(c)
+        if len(centers) == 0 or np.linalg.norm(centers - c, axis=1).min() >= 3.0:
+            centers = np.vstack([centers, c])
     y = rng.integers(0, k, n)
     z = centers[y] + rng.normal(0, 0.4, (n, 3))
     W1, W2 = rng.normal(size=(3, 64)) / 2, rng.normal(size=(64, d)) / 4
