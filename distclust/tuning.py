@@ -212,7 +212,7 @@ def _trial(config: dict, sweep_raw: dict, base_raw: dict, data_root: str, out_ro
         res2 = collect_artifact(fit_trainer(build_trainer(load_spec(raw2), trial_dir / "seed2", Path(data_root),
                                                           manifest, quiet=True)), trial_dir / "seed2", t0)
         scores["stability"] = float(adjusted_rand_score(load(res.model_dir).predict(X), load(res2.model_dir).predict(X)))
-    tune.report({**scores, "model_dir": str(res.model_dir), "done": 1,
+    tune.report({**scores, "model_dir": str(res.model_dir), "scored": 1,
                  "train_wall_s": time.time() - t0})
 
 
@@ -287,7 +287,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
         cfg = r.config or {}
         m = r.metrics or {}
         row = {**{k: cfg.get(k) for k in sweep.search}, "trial": Path(r.path).name if r.path else None,
-               "status": "completed" if m.get("done") else ("error" if r.error else "stopped early"),
+               "status": "completed" if m.get("scored") else ("error" if r.error else "stopped early"),
                "iterations": m.get("training_iteration")}
         for k in ("silhouette", "davies_bouldin", "bic", "loss", "stability", *LABEL_METRICS, "clusters_used",
                   "model_dir", "train_wall_s"):

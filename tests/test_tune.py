@@ -81,8 +81,12 @@ def test_asha_stops_poor_trials_and_an_interrupted_sweep_resumes(ray_cluster, mi
             break
         time.sleep(0.2)
     assert p.poll() is None, "the sweep ended before it could be interrupted:\n" + p.stdout.read()[-3000:]
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
+    p.send_signal(signal.SIGINT)  # Ctrl-C, as a user interrupts a sweep
+    try:
+        p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
     first = {d.name: (d / "model" / "history.json").read_text() for d in (out / "trials").glob("*")
              if (d / "model" / "history.json").is_file()}
     r = run_cli("tune", path, "--out", out, "--data", mixture_npz, "--resume", "--quiet", timeout=900)
