@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -82,11 +81,7 @@ def run_stages(model, stages, ctx, log) -> list[dict]:
 
 
 def make_ctx(model, X, y, device, seed, batch_size):
-    n = len(X)
-    ctx = WorkerContext(model, None, 0, 1, device, seed, batch_size, n, math.ceil(n / batch_size), 20000,
-                        n_classes=int(y.max()) + 1, eval_batch_size=8192)
-    ctx._cache = {"id": torch.arange(n, device=device), "features": X, "label": y}
-    return ctx
+    return WorkerContext.in_memory(model, X, y, device, seed, batch_size)
 
 
 def main() -> None:

@@ -81,12 +81,8 @@ def run_stages(model, ctx, stages, log):
     return hist
 
 
-def make_ctx(model, X, y, device, seed, bs):
-    n = len(X)
-    ctx = WorkerContext(model, None, 0, 1, device, seed, bs, n, (n + bs - 1) // bs, n, n_classes=10,
-                        eval_batch_size=8192)
-    ctx._cache = {"id": torch.arange(n, device=device), "features": X, "label": y}
-    return ctx
+def make_ctx(model, X, y, device, seed, batch_size):
+    return WorkerContext.in_memory(model, X, y, device, seed, batch_size)
 
 
 SCALE = [255.0]

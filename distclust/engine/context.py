@@ -35,6 +35,17 @@ class WorkerContext:
         self.stop_requested = False
         self._cache: dict[str, torch.Tensor] | None = None
 
+    @classmethod
+    def in_memory(cls, model, X: torch.Tensor, y: torch.Tensor, device, seed: int, batch_size: int,
+                  eval_batch_size: int = 8192) -> "WorkerContext":
+        """A single-process context over tensors already in memory (no Ray): for drivers that run
+        the same stages on one GPU host, e.g. the in-process benchmarks."""
+        n = len(X)
+        ctx = cls(model, None, 0, 1, device, seed, batch_size, n, math.ceil(n / batch_size), n,
+                  n_classes=int(y.max()) + 1, eval_batch_size=eval_batch_size)
+        ctx._cache = {"id": torch.arange(n, device=device), "features": X, "label": y}
+        return ctx
+
     def cache_shard(self) -> None:
         """Read this worker's whole shard once (through Ray Data) and keep it as tensors.
 
