@@ -104,3 +104,18 @@ def test_existing_run_dir_is_refused(trained):
 
     with pytest.raises(OutputExistsError, match="--overwrite"):
         run_training(load_spec(tiny_spec()), trained.run_dir)
+
+
+def test_resume_falls_back_to_newest_whole_unregistered_checkpoint(tmp_path):
+    """A run killed before Ray recorded its checkpoints resumes from the newest one that loads."""
+    import torch
+
+    from distclust.engine.worker import STATE_FILE, _unregistered_state
+
+    old, new = tmp_path / "checkpoint_2026-01-01_00-00-01", tmp_path / "checkpoint_2026-01-01_00-00-02"
+    old.mkdir()
+    new.mkdir()
+    torch.save({"next_epoch": 3}, old / STATE_FILE)
+    (new / STATE_FILE).write_bytes(b"PK\x03\x04 half-copied")  # the copy the kill interrupted
+    assert _unregistered_state([str(new), str(old)], "cpu") == {"next_epoch": 3}
+    assert _unregistered_state([str(new)], "cpu") is None

@@ -135,6 +135,9 @@ def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None,
     if sc.use_gpu:
         resources["GPU"] = sc.gpus_per_worker
     storage = sc.storage_path or str(out / "ray")
+    run_root = Path(storage, RUN_NAME)
+    if run_root.is_dir():  # resuming: checkpoints on disk that the killed controller may not have recorded
+        config["fallback_checkpoints"] = [str(d) for d in sorted(run_root.glob("checkpoint_*"), reverse=True)]
     return TorchTrainer(
         loop or train_fn,
         train_loop_config=config,

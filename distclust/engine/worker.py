@@ -81,6 +81,22 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def _unregistered_state(dirs: list[str], device):
+    """The newest whole checkpoint among ``dirs`` (newest first) that Ray had not yet registered.
+
+    A run killed between a worker writing its checkpoint and the controller recording it leaves a
+    complete directory that ``ray.train.get_checkpoint()`` does not return; resuming from it instead
+    of from scratch is what a user who pressed Ctrl-C expects. A directory still being copied when the
+    run died fails to load and is skipped.
+    """
+    for d in dirs:
+        try:
+            return torch.load(Path(d, STATE_FILE), map_location=device, weights_only=False)
+        except Exception:  # noqa: BLE001 - partial copy: try the previous one
+            continue
+    return None
+
+
 def train_fn(config: dict) -> None:
     """Entry point of every Ray Train worker."""
     try:
@@ -119,6 +135,8 @@ def _train(config: dict) -> None:
     # ---- resume ------------------------------------------------------------------
     state = None
     ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        state = _unregistered_state(config.get("fallback_checkpoints") or [], device)
     if ckpt is not None:
         d = ckpt.to_directory()
         if Path(d, STATE_FILE).is_file():
