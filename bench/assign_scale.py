@@ -98,6 +98,11 @@ def main() -> None:
     work.mkdir(parents=True)
     model = make_model(work / "model")
     b = bound(model)
+    from distclust.engine.ray_setup import ensure_ray
+
+    t = time.time()
+    ensure_ray(None, num_cpus=a.actors)  # the local Ray a CLI call would start, timed on its own
+    ray_start_s = time.time() - t
     runs = []
     for rows in a.rows:
         data = work / f"data-{rows}"
@@ -106,12 +111,17 @@ def main() -> None:
         gen_s = time.time() - t
         s = run_assign(model, data, work / f"out-{rows}", actors=a.actors, rows_per_unit=500_000, progress=False)
         bound_rate = b["combined_rows_per_s_1thread"] * a.actors
+        steady = s["actor_rows_per_s"] * a.actors
+        busy = s["actor_seconds"]
         runs.append({"rows": rows, "generate_s": gen_s, "assign_s": s["seconds"], "assign_rows_per_s": s["rows_per_s"],
                      "bound_rows_per_s": bound_rate, "fraction_of_bound": s["rows_per_s"] / bound_rate,
+                     "steady_rows_per_s": steady, "steady_fraction_of_bound": steady / bound_rate,
+                     "actor_time_split": {k: busy[k] / busy["units"] for k in ("read", "model", "write")},
                      "actor_peak_rss_mib": s["actor_peak_rss_mib"], "rows_out": s["rows"]})
         shutil.rmtree(data)
         shutil.rmtree(work / f"out-{rows}")
     res = {"command": "python bench/assign_scale.py --rows " + " ".join(map(str, a.rows)), "actors": a.actors,
+           "ray_start_s": ray_start_s,
            "dim": 64, "encoder": "64-256-128-10 MLP", "k": 100, **b, "runs": runs}
     if len(runs) >= 2:
         res["peak_rss_ratio_largest_vs_smallest"] = runs[-1]["actor_peak_rss_mib"] / runs[0]["actor_peak_rss_mib"]

@@ -108,7 +108,7 @@ class FittedModel:
         return X
 
     def _batches(self, X: np.ndarray, batch_size: int = 8192):
-        with torch.no_grad():
+        with torch.inference_mode():
             for s in range(0, len(X), batch_size):
                 yield torch.from_numpy(np.array(X[s:s + batch_size], copy=True)).to(self.device)
 
@@ -122,7 +122,9 @@ class FittedModel:
 
     # -- scikit-learn API ----------------------------------------------------------
     def transform(self, X) -> np.ndarray:
-        X = self._check(X)
+        return self._embed(self._check(X))
+
+    def _embed(self, X: np.ndarray) -> np.ndarray:
         return np.concatenate([self.model.embed(b).cpu().numpy() for b in self._batches(X)]) if len(X) else \
             np.zeros((0, 0), np.float32)
 
@@ -140,7 +142,7 @@ class FittedModel:
         if self.config["assign_by"] == "proba":
             p = self.predict_proba(X)
             return p.argmax(1).astype(np.int64), (1.0 - p.max(1)).astype(np.float32)
-        labels, d2 = self.index.search(self.transform(X))
+        labels, d2 = self.index.search(self._embed(X))
         return labels, np.sqrt(np.maximum(d2, 0)).astype(np.float32)
 
     def predict(self, X) -> np.ndarray:

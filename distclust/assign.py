@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from .errors import DataError, OutputExistsError
 
 PLAN_FILE = "_assign.json"
+PHASES = ("read", "model", "write")  # where an actor's time inside a unit goes
 OUT_SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("cluster", pa.int64()),
                         pa.field("distance", pa.float32())])
 
@@ -91,18 +92,23 @@ class _UnitAssigner:
         faiss.omp_set_num_threads(max(1, threads))
         self.model = load(model_dir, device="cuda" if use_gpu else "cpu")
         self.out_dir, self.batch_rows = Path(out_dir), batch_rows
+        self.phase = dict.fromkeys(PHASES, 0.0)  # seconds per phase, for the unit being run
 
     def __call__(self, batch: dict) -> dict:
-        rows, secs = [], []
+        rows, secs, phases = [], [], {k: [] for k in PHASES}
         for i in range(len(batch["file"])):
             t0 = time.time()
             unit = Unit(**{k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i]
                            for k in ("file", "rg_start", "rg_end", "rows", "out")})
+            self.phase = dict.fromkeys(PHASES, 0.0)
             rows.append(self._run(unit))
             secs.append(time.time() - t0)
+            for k in PHASES:
+                phases[k].append(self.phase[k])
         from .engine.worker import peak_rss_mib
 
         return {"out": batch["out"], "rows": np.array(rows), "seconds": np.array(secs),
+                **{f"{k}_s": np.array(v) for k, v in phases.items()},
                 "peak_rss_mib": np.array([peak_rss_mib()] * len(rows))}
 
     def _run(self, unit: Unit) -> int:
@@ -114,21 +120,35 @@ class _UnitAssigner:
         n = 0
         try:
             with pq.ParquetWriter(tmp, OUT_SCHEMA) as w:
-                for rb in pf.iter_batches(batch_size=self.batch_rows, row_groups=range(unit.rg_start, unit.rg_end),
-                                          columns=["id", "features"]):
+                batches = pf.iter_batches(batch_size=self.batch_rows, row_groups=range(unit.rg_start, unit.rg_end),
+                                          columns=["id", "features"])
+                while True:
+                    t = time.perf_counter()
+                    rb = next(batches, None)
+                    if rb is None:
+                        break
                     feats = rb.column("features")
                     d = feats.type.list_size if pa.types.is_fixed_size_list(feats.type) else \
                         len(feats[0].as_py())
                     X = feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
                     X = X.reshape(rb.num_rows, d)
+                    t1 = time.perf_counter()
                     cluster, dist = self.model.assign(X)
+                    t2 = time.perf_counter()
                     w.write_table(pa.Table.from_arrays([rb.column("id"), pa.array(cluster), pa.array(dist)],
                                                        schema=OUT_SCHEMA))
                     n += rb.num_rows
+                    t3 = time.perf_counter()
+                    self.phase["read"] += t1 - t
+                    self.phase["model"] += t2 - t1
+                    self.phase["write"] += t3 - t2
             os.replace(tmp, final)  # atomic: a unit's output appears whole or not at all
         finally:
             if tmp.exists():
                 tmp.unlink()
+            # hand Arrow's freed buffers back to the OS between units: without it the pool's
+            # high-water mark creeps up unit after unit and memory is not flat in the row count
+            pa.default_memory_pool().release_unused()
         return n
 
 
@@ -195,11 +215,14 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
     total_rows = sum(u.rows for u in units)
     done_rows = total_rows - sum(u.rows for u in todo)
     peak = 0.0  # the largest actor's peak RSS (MiB)
+    busy_rows, busy_s = 0, 0.0  # rows and seconds inside units (excludes Ray start-up and scheduling)
+    phase_s = dict.fromkeys(PHASES, 0.0)
     if todo:
         ray = ensure_ray(address)
         n_actors = actors or max(1, min(len(todo), int(ray.available_resources().get("CPU", 1)) // threads_per_actor))
         ds = ray.data.from_items([asdict(u) for u in todo], override_num_blocks=len(todo))
-        res = ds.map_batches(_UnitAssigner, batch_size=1, concurrency=n_actors, num_cpus=threads_per_actor,
+        res = ds.map_batches(_UnitAssigner, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors),
+                             num_cpus=threads_per_actor,
                              num_gpus=1 if use_gpu else 0,
                              fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), out_dir=str(out),
                                                         batch_rows=batch_rows, threads=threads_per_actor,
@@ -209,6 +232,10 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
         for row in res.iter_rows():
             bar.update(int(row["rows"]))
             peak = max(peak, float(row["peak_rss_mib"]))
+            busy_rows += int(row["rows"])
+            busy_s += float(row["seconds"])
+            for k in PHASES:
+                phase_s[k] += float(row[f"{k}_s"])
         bar.close()
     written = sum(pq.ParquetFile(out / u.out).metadata.num_rows for u in units)
     if written != total_rows:
@@ -216,7 +243,11 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
                         "re-run the same command to finish the missing parts")
     wall = time.time() - t0
     summary = {"rows": written, "units": len(units), "resumed_units": len(units) - len(todo),
+               "actors": n_actors if todo else 0,
                "seconds": wall, "rows_per_s": (total_rows - done_rows) / max(wall, 1e-9), "out": str(out),
-               "actor_peak_rss_mib": peak}
+               "actor_peak_rss_mib": peak,
+               # streaming rate of one actor while it works on units (read, encode, search, write)
+               "actor_rows_per_s": busy_rows / busy_s if busy_s else None,
+               "actor_seconds": {"units": busy_s, **phase_s}}
     (out / "_SUCCESS.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DistclustError, OutputExistsError, SpecError
-from .ray_setup import ensure_ray, local_cpus
+from .ray_setup import ensure_ray, use_datasource_v2, local_cpus
 from .worker import ERROR_MARK, train_fn
 
 RUN_NAME = "train"
@@ -111,6 +111,9 @@ def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None,
         spec.data.materialize == "auto" and rank_bytes < CACHE_LIMIT_BYTES)
     columns = ["id", "features"] + (["label"] if manifest.has_label else [])
     per_rank = []
+    # the V1 Parquet reader: V2 (Ray 2.60's default) adds listing tasks and footer-reader actors,
+    # new worker processes that cost seconds per epoch stream here (see RAY_DATA_USE_DATASOURCE_V2)
+    ray.data.DataContext.get_current().use_datasource_v2 = use_datasource_v2()
     for files, _ in splits:
         # read tasks ask for a quarter CPU: training workers that hold whole CPUs cannot starve them
         ds = ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files), num_cpus=0.25)
