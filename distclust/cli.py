@@ -64,7 +64,8 @@ def cmd_assign(a) -> int:
     from .assign import run_assign
 
     s = run_assign(a.model, a.data, a.out, overwrite=a.overwrite, actors=a.actors, use_gpu=a.gpu,
-                   rows_per_unit=a.rows_per_unit, progress=not a.quiet, allow_shift=a.allow_shift)
+                   rows_per_unit=a.rows_per_unit, threads_per_actor=a.threads_per_actor,
+                   progress=not a.quiet, allow_shift=a.allow_shift)
     print(f"assigned {s['rows']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.0f} rows/s); "
           f"{s['resumed_units']} of {s['units']} parts were already done")
     print(s["out"])
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--actors", type=int, default=None, help="assignment actors (default: free CPUs)")
     s.add_argument("--rows-per-unit", type=int, default=500_000, help="rows per output file / resume unit")
+    s.add_argument("--threads-per-actor", type=int, default=1,
+                   help="torch / FAISS threads (and CPUs reserved) per actor; more actors usually beat more threads")
     s.add_argument("--gpu", action="store_true", help="run the encoder and FAISS on GPUs")
     s.add_argument("--allow-shift", action="store_true",
                    help="assign even if the data's value range is far from the training data's")

@@ -112,6 +112,8 @@ CASES = [
     ("existing-output", lambda t: ["ingest", _npz(t), (t / "out").mkdir() or t / "out"], "--overwrite"),
     ("incompatible-artifact", lambda t: ["assign", _artifact(t, fmt=99), _ingested(t), t / "out"],
      "made by distclust 9.0.0"),
+    ("assign-zero-actors", lambda t: ["assign", _artifact(t), _ingested(t), t / "out", "--actors", "0"],
+     "--actors must be a whole number"),
     ("mismatched-normalisation", lambda t: ["assign", _artifact(t, minmax=(0.0, 1.0)),
                                             _ingested(t, X=np.full((60, 16), 255.0, np.float32)), t / "out"],
      "differently scaled"),
