@@ -72,7 +72,9 @@ def main() -> None:
     if "vade" in parts:
         spec = load_spec(ROOT / "jobs" / "mnist-vade.yaml", ae_pre + [f"model.epochs={a.vade_epochs}"])
         r = run_training(spec, work / "run_vade", data=str(data), overwrite=True)
-        result["vade"] = {"command": f"python bench/vade_dpgmm_mnist.py --parts vade --vade-epochs {a.vade_epochs}",
+        result.setdefault("vade", {})[f"seed{a.seed}"] = {
+                          "command": f"python bench/vade_dpgmm_mnist.py --parts vade --vade-epochs {a.vade_epochs} "
+                                     f"--seed {a.seed}",
                           "epochs": a.vade_epochs, "wall_s": r.wall_s,
                           "final": {k: r.metrics.get(k) for k in ("acc", "nmi", "ari")},
                           "per_epoch": curve(r.history)}
