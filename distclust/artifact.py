@@ -124,6 +124,12 @@ class FittedModel:
     def transform(self, X) -> np.ndarray:
         return self._embed(self._check(X))
 
+    def normalize(self, X) -> np.ndarray:
+        """The features as the model sees them (its training normalisation applied)."""
+        n = self.model.normalizer
+        X = self._check(X)
+        return ((X - n.shift.cpu().numpy()) / n.scale.cpu().numpy()).astype(np.float32)
+
     def _embed(self, X: np.ndarray) -> np.ndarray:
         return np.concatenate([self.model.embed(b).cpu().numpy() for b in self._batches(X)]) if len(X) else \
             np.zeros((0, 0), np.float32)
@@ -163,12 +169,14 @@ class FittedModel:
 
 
 def load(path: str | os.PathLike, device: str = "cpu") -> FittedModel:
-    """Load an artifact directory (e.g. ``RUN_DIR/model``) for prediction."""
+    """Load an artifact directory (``RUN_DIR/model``, or the run directory itself) for prediction."""
     from .data.manifest import FeatureStats  # noqa: F401  (keeps import order simple)
     from .models import Normalizer, get_model_class
     from .spec import build
 
     path = Path(path)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"  # a run directory: its model
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ArtifactError(f"'{path}' is not a distclust model (no config.json)", str(path),

@@ -109,3 +109,50 @@ def test_sweep_spec_errors(tmp_path):
     path = write_sweep(tmp_path, {"model.n_clusters": {"grid": [3, 4]}}, metric="acc")
     with pytest.raises(SpecError, match="labels_for_selection"):
         load_sweep(path)
+    path = write_sweep(tmp_path, {"model.n_clusters": {"grid": [3, 4]}}, score_space="pretrain")
+    with pytest.raises(SpecError, match="Did you mean 'pretrained'"):
+        load_sweep(path)
+    path = write_sweep(tmp_path, {"model.n_clusters": {"grid": [3, 4]}}, score_space="pretrained")
+    with pytest.raises(SpecError, match="no model.pretrained"):
+        load_sweep(path)
+
+
+def _random_artifact(path, dim, k, latent, seed):
+    import torch
+
+    from distclust.artifact import save_artifact
+    from distclust.models import get_model_class
+    from distclust.spec import build
+
+    torch.manual_seed(seed)
+    cls = get_model_class("ae-kmeans")
+    m = cls(dim, build(cls.Params, {"n_clusters": k, "latent_dim": latent, "hidden": [16]}, "model"))
+    m.normalizer.shift.fill_(1.0)
+    m.normalizer.scale.fill_(2.0)
+    m.centroids.copy_(torch.randn(k, latent))
+    m.is_fitted.fill_(True)
+    return save_artifact(m, path, data_info={})
+
+
+def test_score_space_scores_the_trial_partition_in_the_chosen_space(tmp_path):
+    """The partition is always the trial's; silhouette / Davies-Bouldin are computed in its own
+    embedding, in a shared pretrained embedding, or on the normalised features."""
+    from sklearn.metrics import davies_bouldin_score, silhouette_score
+
+    from distclust.tuning import score_model
+
+    X, y = nonlinear_mixture(n=400, k=4, d=8)
+    trial = _random_artifact(tmp_path / "trial", 8, 4, 3, 0)
+    ref = _random_artifact(tmp_path / "ref", 8, 2, 5, 1)
+    lab = distclust.load(trial).predict(X)
+    assert len(np.unique(lab)) > 1
+    spaces = {"embedding": distclust.load(trial).transform(X), "pretrained": distclust.load(ref).transform(X),
+              "features": (X - 1.0) / 2.0}
+    got = {}
+    for space, Z in spaces.items():
+        s = score_model(trial, X, y, space=space, space_model=ref)
+        assert s["silhouette"] == pytest.approx(silhouette_score(Z, lab), rel=1e-5), space
+        assert s["davies_bouldin"] == pytest.approx(davies_bouldin_score(Z, lab), rel=1e-5), space
+        assert s["acc"] == distclust.load(trial).score_metrics(X, y)["acc"]
+        got[space] = s["silhouette"]
+    assert len({round(v, 6) for v in got.values()}) == 3  # three different spaces, three different scores
