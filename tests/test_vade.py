@@ -69,3 +69,12 @@ def test_vade_from_pretrained_autoencoder(vade_run, blobs_dataset, blobs_npz, tm
 def test_bad_pretrained_path_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError, match="pretrained"):
         load_spec(vade_spec(pretrained=str(tmp_path / "nope")))
+
+
+def test_relative_pretrained_run_dir_is_resolved_for_the_workers(vade_run, monkeypatch):
+    """Workers run in another directory: a relative path (or a run dir) given on the command line
+    must reach them as the absolute model directory."""
+    run_dir = vade_run.model_dir.parent
+    monkeypatch.chdir(run_dir.parent)
+    spec = load_spec(vade_spec(pretrained=run_dir.name))
+    assert spec.model.pretrained == str(vade_run.model_dir.resolve())
