@@ -16,7 +16,7 @@ for the Gumbel and Concrete ones (the Concrete KL weight ramps 0 → 1 over the 
   (``IndexFlatL2`` over mu_y) agrees with argmax q(y|x);
 - a PNG grid of 8 samples per component under docs/img/.
 
-Writes bench/results/gmvae_quality.json.
+Writes bench/results/gmvae_quality.json (``--out-name`` to change).
 """
 from __future__ import annotations
 
@@ -98,6 +98,8 @@ def main() -> None:
                     help="ray: run_training (Ray Train, 2 workers); inprocess: the model's forward in a plain "
                          "torch loop on 1 thread (same model code, no Ray start-up: for an overloaded machine)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "gmvae"))
+    ap.add_argument("--out-name", default="gmvae_quality",
+                    help="result file bench/results/NAME.json (one per process when variants run side by side)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     d = np.load(a.data or dataset("mnist.npz"))
@@ -149,7 +151,7 @@ def main() -> None:
             "png": str(png.relative_to(ROOT)),
         }
         print(v, {k: results[v][k] for k in ("acc", "nmi", "test_elbo_nats", "train_wall_s")}, flush=True)
-        save("gmvae_quality", {
+        save(a.out_name, {
             "command": "python bench/gmvae_quality.py " + " ".join(sys.argv[1:]),
             "machine": "2-core CPU shared with other jobs; " + ("Ray Train 2 workers × 1 CPU" if a.engine == "ray"
                                                                  else "in-process, 1 torch thread"),
