@@ -7,6 +7,8 @@
   (pixels / 16 for ClAM; the trained deep-ClAM latent for deep ClAM).
 - MNIST / Fashion-MNIST raw pixels (pixels / 255): a seeded subsample of ``--rows`` rows,
   ClAM trained in-process with the model's own forward (the loss the workers run) and Adam.
+- mnist-latent / fashion-latent: the same on a trained autoencoder's latent (``--mnist-ae`` /
+  ``--fashion-ae``), standardised per dimension; ``--rows 0`` uses all 70,000 rows.
 - scaling: time of one training epoch (forward + backward + Adam) of the same model code as
   N, k and T grow (in-process, 1 thread, random data).
 
@@ -78,14 +80,21 @@ def train_inprocess(X, k, params: dict, epochs, batch=256, seed=0):
     return m, init_lab, lab, time.time() - t, per_epoch
 
 
-def raw_image_part(name, npz, rows, epochs, seed, params):
+def raw_image_part(name, npz, rows, epochs, seed, params, ae=None):
+    """Raw pixels / 255, or (``ae``: a trained autoencoder artifact) its latent, standardised per
+    dimension so that one β means the same on any latent."""
     d = np.load(dataset(npz))
-    X, y = d["X"].astype(np.float32) / 255.0, d["y"].astype(np.int64)
+    X, y = d["X"].astype(np.float32), d["y"].astype(np.int64)
     rng = np.random.default_rng(seed)
     if rows and rows < len(X):
         idx = np.sort(rng.choice(len(X), rows, replace=False))
         X, y = X[idx], y[idx]
-    out = {"rows": int(len(X)), "dim": int(X.shape[1]), "space": "pixels / 255", "kmeans": kmeans_scores(X, y, 10, seed)}
+    if ae:
+        Z = distclust.load(ae).transform(X)
+        X, space = ((Z - Z.mean(0)) / Z.std(0)).astype(np.float32), f"AE latent of {ae}, standardised"
+    else:
+        X, space = X / 255.0, "pixels / 255"
+    out = {"rows": int(len(X)), "dim": int(X.shape[1]), "space": space, "kmeans": kmeans_scores(X, y, 10, seed)}
     for tag, prm in params.items():
         m, lab0, lab, secs, per_epoch = train_inprocess(X, 10, prm, epochs, seed=seed)
         out[f"clam_{tag}"] = {**scores(X, lab, y, seed), "params": prm, "epochs": epochs, "seconds": secs,
@@ -166,6 +175,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default="beta0.1,beta0.3", help="ClAM settings run on MNIST / Fashion")
     ap.add_argument("--digits-jobs", default="digits-clam,digits-deep-clam")
+    ap.add_argument("--machine", default="2-core CPU (shared with other jobs), no GPU")
+    ap.add_argument("--mnist-ae", default=None, help="autoencoder artifact for the mnist-latent part")
+    ap.add_argument("--fashion-ae", default=None, help="autoencoder artifact for the fashion-latent part")
     a = ap.parse_args()
     parts = a.parts.split(",")
     torch.set_num_threads(2)
@@ -180,9 +192,11 @@ def main():
     res.setdefault("commands", {})
     for part in parts:
         res["commands"][part] = "python bench/clam_bench.py " + " ".join(sys.argv[1:])
-    res.update({"seed": a.seed, "machine": "2-core CPU (shared with other jobs), no GPU"})
+    res.update({"seed": a.seed})
+    res.setdefault("machine_by_part", {}).update({part: a.machine for part in parts})
     params = {"beta0.1": dict(beta=0.1, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01),
-              "beta0.3": dict(beta=0.3, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01)}
+              "beta0.3": dict(beta=0.3, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01),
+              "beta1.0": dict(beta=1.0, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01)}
     params = {k: v for k, v in params.items() if k in a.variants.split(",")}
     t = time.time()
     if "scaling" in parts:
@@ -197,6 +211,10 @@ def main():
         save("clam", res)
     if "fashion" in parts:
         res["fashion"] = raw_image_part("fashion", "fashion_mnist.npz", a.rows, a.epochs, a.seed, params)
+    for name, npz, ae in (("mnist", "mnist.npz", a.mnist_ae), ("fashion", "fashion_mnist.npz", a.fashion_ae)):
+        if f"{name}-latent" in parts:
+            res[f"{name}_latent"] = raw_image_part(f"{name}-latent", npz, a.rows, a.epochs, a.seed, params, ae)
+            save("clam", res)
     res.setdefault("seconds", {})[a.parts] = time.time() - t
     save("clam", res)
 
