@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--single-batches", type=int, default=20, help="batches per rep, Concrete / Gumbel")
     ap.add_argument("--marg-rows", type=int, default=2 * 256 * 10,
                     help="per rep, the marginalised model runs max(1, marg_rows // (batch·K)) batches")
+    ap.add_argument("--machine", default="shared with other jobs", help="what else ran on the machine")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     d = np.load(a.data or dataset("mnist.npz"))
@@ -97,7 +98,7 @@ def main() -> None:
     import os
     save("gmvae_speed", {
         "command": "python bench/gmvae_speed.py " + " ".join(sys.argv[1:]),
-        "machine": f"{os.cpu_count()}-core CPU, torch threads {a.threads}, shared with other jobs",
+        "machine": f"{os.cpu_count()}-core CPU, torch threads {a.threads}, {a.machine}",
         "batch": a.batch, "hidden": [512, 256], "latent_dim": 10, "steps_per_epoch_70k": steps,
         "wall_s": time.time() - t0, "rows": rows, "ratios": ratios,
         "goals": {"concrete_K200_over_K10_max": 1.25, "marginalised_over_concrete_K200_min": 10.0},
