@@ -105,6 +105,7 @@ CASES = [
     ("misspelt-section", lambda t: ["train", JOB, "--out", t / "out", "--set", "trian.seed=1"],
      "Did you mean 'train'"),
     ("wrong-type", lambda t: ["train", JOB, "--out", t / "out", "--set", "train.batch_size=lots"], "expected int"),
+    ("remote-uri", lambda t: ["ingest", "s3://bucket/data.parquet", t / "out"], "not read directly"),
     ("missing-data-path", lambda t: ["train", JOB, "--data", t / "nope.npz", "--out", t / "out"], "does not exist"),
     ("no-data-at-all", lambda t: ["train", _job(t), "--out", t / "out"], "no data given"),
     ("unwritable-output", lambda t: ["ingest", _npz(t), (t / "afile").write_text("x") and t / "afile" / "sub"],

@@ -198,6 +198,11 @@ def open_source(src: str | os.PathLike, chunk_rows: int = 65536) -> Iterator[Chu
         X, y = builtin(s.split(":", 1)[1])
         return _chunks_from_arrays(X, y, chunk_rows, s)
     path = Path(s)
+    if "://" in s and not path.exists():
+        scheme = s.split("://", 1)[0]
+        raise DataError(f"'{scheme}://' data locations are not read directly by this version", s,
+                        "copy the data to local or shared storage first (e.g. 'aws s3 sync' / 'gsutil rsync' "
+                        "onto a path every node mounts) and pass that path")
     if not path.exists():
         raise DataError(f"data path '{s}' does not exist", s,
                         "check the path; accepted are .npz, .npy, .csv, .parquet files, Parquet folders and builtin:digits")
