@@ -168,15 +168,21 @@ class FittedModel:
         return f"FittedModel({self.config['model']}, n_clusters={self.n_clusters_}, path={self.path})"
 
 
+def artifact_dir(path: str | os.PathLike) -> Path:
+    """The model directory ``path`` names: itself, or ``path/model`` when it is a run directory."""
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
+
+
 def load(path: str | os.PathLike, device: str = "cpu") -> FittedModel:
     """Load an artifact directory (``RUN_DIR/model``, or the run directory itself) for prediction."""
     from .data.manifest import FeatureStats  # noqa: F401  (keeps import order simple)
     from .models import Normalizer, get_model_class
     from .spec import build
 
-    path = Path(path)
-    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        path = path / "model"  # a run directory: its model
+    path = artifact_dir(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ArtifactError(f"'{path}' is not a distclust model (no config.json)", str(path),

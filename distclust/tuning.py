@@ -329,7 +329,8 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
 
     copy_artifact(best["model_dir"], out / "best_model")
     plot = _plot(df, sweep, out / f"{sweep.metric}_vs_k.png")
-    summary = {"best_trial": best["trial"], "metric": sweep.metric, "score_space": sweep.score_space, "mode": mode, "value": float(best[sweep.metric]),
+    summary = {"best_trial": best["trial"], "metric": sweep.metric, "score_space": sweep.score_space, "mode": mode,
+               "value": float(best[sweep.metric]),
                "best_config": {k: _py(best[k]) for k in sweep.search}, "trials": int(len(df)),
                "completed": int(len(done)), "stopped_early": int((df["status"] == "stopped early").sum()),
                "best_model": str(out / "best_model"), "plot": str(plot) if plot else None}

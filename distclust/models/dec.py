@@ -136,9 +136,9 @@ class DEC(AEKMeans):
 
     # -- pretrained autoencoder -------------------------------------------------------
     def load_pretrained(self, path: str) -> dict:
-        root = Path(path)
-        if (root / "model" / "config.json").is_file():  # a run directory
-            root = root / "model"
+        from ..artifact import artifact_dir
+
+        root = artifact_dir(path)
         fix = "pass the model directory of an ae-kmeans / dec / idec run trained on the same data (RUN_DIR/model)"
         if not (root / "config.json").is_file() or not (root / "weights.pt").is_file():
             raise DistclustError(f"'{path}' is not a distclust model (no config.json / weights.pt)",

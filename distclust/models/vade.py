@@ -72,8 +72,9 @@ class VaDEParams(ModelParams):
         require(self.gmm_n_init >= 1, f"{s}.gmm_n_init", f"'{s}.gmm_n_init' is {self.gmm_n_init}", "use 1 or more")
         if self.pretrained is not None:
             # resolved where the spec is read, so workers (any cwd) find it; a run dir means its model
-            p = Path(self.pretrained).expanduser().resolve()
-            self.pretrained = str(p / "model" if (p / "model" / "weights.pt").is_file() else p)
+            from ..artifact import artifact_dir
+
+            self.pretrained = str(artifact_dir(self.pretrained).resolve())
             require(Path(self.pretrained, "weights.pt").is_file(), f"{s}.pretrained",
                     f"'{s}.pretrained' ({self.pretrained}) is not a distclust model directory (no weights.pt)",
                     "pass RUN_DIR/model of an ae-kmeans (or same-network) run on the same data, or null to pretrain")
