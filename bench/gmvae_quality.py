@@ -43,8 +43,11 @@ from distclust.spec import load_spec  # noqa: E402
 VARIANTS = ["concrete-gmvae", "gmvae-gumbel", "gmvae"]
 
 
-def train_inprocess(spec, X: np.ndarray, seed: int):
-    """The engine's per-step work without Ray: seeded shuffles, Adam, ``train_step`` for the schedules."""
+def train_inprocess(spec, X: np.ndarray, seed: int, y: np.ndarray | None = None):
+    """The engine's per-step work without Ray: seeded shuffles, Adam, ``train_step`` for the schedules.
+
+    With labels ``y``, each epoch's history entry also gets ACC / NMI of argmax q(y|x) on X.
+    """
     from distclust.engine.worker import seed_everything
     from distclust.models import Normalizer, get_model_class
 
@@ -79,6 +82,13 @@ def train_inprocess(spec, X: np.ndarray, seed: int):
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
         m = {"stage": "train", "epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
              "time_s": time.time() - t0}
+        if y is not None:
+            model.eval()
+            with torch.no_grad():
+                pred = torch.cat([model.predict_proba(Xt[i:i + 4096]).argmax(1)
+                                  for i in range(0, len(Xt), 4096)]).numpy()
+            sc = cluster_scores(pred, y)
+            m.update(acc=sc["acc"], nmi=sc["nmi"])
         history.append(m)
         print(spec.model_name, {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}, flush=True)
     model.is_fitted.fill_(True)
@@ -97,6 +107,8 @@ def main() -> None:
     ap.add_argument("--engine", choices=["ray", "inprocess"], default="ray",
                     help="ray: run_training (Ray Train, 2 workers); inprocess: the model's forward in a plain "
                          "torch loop on 1 thread (same model code, no Ray start-up: for an overloaded machine)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="spec overrides for every variant, e.g. model.latent_dim=64 train.batch_size=64")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "gmvae"))
     ap.add_argument("--out-name", default="gmvae_quality",
                     help="result file bench/results/NAME.json (one per process when variants run side by side)")
@@ -118,13 +130,13 @@ def main() -> None:
                 f"train.eval_every={epochs}", f"train.checkpoint_every={epochs}"]
         if v == "concrete-gmvae":
             over += ["model.kl_warmup_epochs=0", f"model.kl_anneal_epochs={a.kl_anneal_frac * epochs}"]
-        spec = load_spec(ROOT / "jobs" / f"mnist-{v}.yaml", over)
+        spec = load_spec(ROOT / "jobs" / f"mnist-{v}.yaml", over + list(a.set))
         t = time.time()
         if a.engine == "ray":
             res = run_training(spec, work / f"run-{v}", data=str(work / "data"))
             model, history = distclust.load(res.model_dir).model, res.history
         else:
-            model, history = train_inprocess(spec, X[:a.train_rows], a.seed)
+            model, history = train_inprocess(spec, X[:a.train_rows], a.seed, y[:a.train_rows])
         wall = time.time() - t
         model.eval()
         with torch.no_grad():
@@ -149,6 +161,7 @@ def main() -> None:
             "faiss_nearest_mean_agrees_with_argmax_q": float((near == pred).mean()),
             "last_epoch": {k: v2 for k, v2 in train[-1].items() if isinstance(v2, (int, float))},
             "png": str(png.relative_to(ROOT)),
+            "per_epoch": [{k: h[k] for k in ("epoch", "loss", "acc", "nmi", "time_s") if k in h} for h in train],
         }
         print(v, {k: results[v][k] for k in ("acc", "nmi", "test_elbo_nats", "train_wall_s")}, flush=True)
         save(a.out_name, {
@@ -157,7 +170,7 @@ def main() -> None:
                                                                  else "in-process, 1 torch thread"),
             "engine": a.engine,
             "train_rows": a.train_rows, "eval_rows": len(X), "test_rows": len(X) - a.train_rows, "seed": a.seed,
-            "k": 10, "results": results,
+            "k": 10, "overrides": list(a.set), "results": results,
             "goals": {"acc_min": 0.86, "concrete_within_points_of_marginalised": 1.0},
         })
 

@@ -149,6 +149,8 @@ class TrainSpec:
     eval_every: int = 1              # epochs between label metrics (0 = never); needs labels
     shuffle_buffer: int = 20000      # rows in each worker's local shuffle buffer
     max_failures: int = 0            # worker-group restarts Ray Train may do from the last checkpoint
+    early_stop_patience: int = 0     # stop a stage after this many epochs without improvement (0 = off)
+    early_stop_min_delta: float = 1e-3   # an improvement is a relative drop of at least this much
     quiet: bool = False
 
     def check(self, s: str) -> None:
@@ -162,6 +164,12 @@ class TrainSpec:
                 f"'{s}.shuffle_buffer' is {self.shuffle_buffer}", "use 0 (no shuffle) or more rows")
         require(self.max_failures >= -1, f"{s}.max_failures",
                 f"'{s}.max_failures' is {self.max_failures}", "use -1 (retry forever), 0 or more")
+        require(self.early_stop_patience >= 0, f"{s}.early_stop_patience",
+                f"'{s}.early_stop_patience' is {self.early_stop_patience}",
+                "use 0 (train every epoch) or a positive number of epochs such as 5")
+        require(0 <= self.early_stop_min_delta < 1, f"{s}.early_stop_min_delta",
+                f"'{s}.early_stop_min_delta' is {self.early_stop_min_delta}",
+                "use a relative improvement in [0, 1), e.g. 0.001 (0.1 %)")
 
 
 @dataclass

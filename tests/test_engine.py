@@ -119,3 +119,37 @@ def test_resume_falls_back_to_newest_whole_unregistered_checkpoint(tmp_path):
     (new / STATE_FILE).write_bytes(b"PK\x03\x04 half-copied")  # the copy the kill interrupted
     assert _unregistered_state([str(new), str(old)], "cpu") == {"next_epoch": 3}
     assert _unregistered_state([str(new)], "cpu") is None
+
+
+# --------------------------------------------------------------------------- early stopping
+def test_plateau_rule():
+    from distclust.engine.stopping import epochs_without_improvement, should_stop
+
+    assert epochs_without_improvement([10, 9, 8.995, 8.99], 0.01) == 2      # 9 → 8.99 is under 1 %
+    assert epochs_without_improvement([10, 9, 8], 0.01) == 0
+    assert epochs_without_improvement([float("nan"), 5, float("nan")], 0.0) == 1
+    assert should_stop([10, 9, 8.995, 8.99], patience=2, min_delta=0.01)
+    assert not should_stop([10, 9, 8.995, 8.99], patience=3, min_delta=0.01)
+    assert not should_stop([10, 9, 8.995, 8.99], patience=2, min_delta=0.01, min_epochs=5)   # still settling
+    assert not should_stop([10, 10, 10], patience=0, min_delta=0.01)                          # off
+
+
+def test_early_stopping_ends_the_stage_and_the_run_still_finishes(ray_cluster, blobs_dataset, tmp_path):
+    raw = tiny_spec(pretrain_epochs=8)
+    raw["train"].update(early_stop_patience=1, early_stop_min_delta=0.9)   # only a 90 % drop counts
+    raw["scaling"]["num_workers"] = 1
+    res = run_training(load_spec(raw), tmp_path / "run", data=str(blobs_dataset))
+    pre = [h for h in res.history if h["stage"] == "pretrain"]
+    assert len(pre) == 2 and pre[-1].get("early_stopped") == 1 and "early_stopped" not in pre[0]
+    assert any(h["stage"] == "kmeans" for h in res.history)   # the later stage still ran
+    assert distclust.load(res.model_dir).cluster_centers_.shape == (4, 4)
+
+
+def test_concrete_gmvae_stops_early_only_on_its_bound_after_the_kl_anneal():
+    from distclust.models import get_model_class
+
+    cls = get_model_class("concrete-gmvae")
+    m = cls(6, cls.Params(n_clusters=3, latent_dim=2, hidden=[8], kl_warmup_epochs=1, kl_anneal_epochs=2.5))
+    st = m.stages()[0]
+    assert (st.monitor, st.min_epochs) == ("neg_elbo", 4)
+    assert "neg_elbo" in m(__import__("torch").rand(5, 6), "train")

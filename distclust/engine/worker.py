@@ -18,6 +18,7 @@ import torch
 
 from ..errors import DistclustError
 from .context import WorkerContext
+from .stopping import should_stop
 
 ERROR_MARK = "DISTCLUST_ERROR::"
 STATE_FILE = "state.pt"
@@ -273,13 +274,26 @@ def _train(config: dict) -> None:
                 m.update(stage.on_epoch_end(ctx, epoch) or {})
             if eval_every and model.fitted() and (epoch + 1) % eval_every == 0:
                 m.update(ctx.label_metrics())
+            stop_reason = "stopping rule met" if ctx.stop_requested else ""
+            if not ctx.stop_requested and spec.train.early_stop_patience:
+                seen = [h[stage.monitor] for h in history if h.get("stage") == stage.name and stage.monitor in h]
+                if stage.monitor not in m:
+                    raise DistclustError(f"early stopping watches '{stage.monitor}', which stage '{stage.name}' "
+                                         "does not report", "train.early_stop_patience",
+                                         "set train.early_stop_patience: 0 for this model")
+                if should_stop(seen + [m[stage.monitor]], spec.train.early_stop_patience,
+                               spec.train.early_stop_min_delta, stage.min_epochs):
+                    ctx.stop_requested = True
+                    m["early_stopped"] = 1
+                    stop_reason = (f"early stopping: {stage.monitor} has not improved by "
+                                   f"{spec.train.early_stop_min_delta:.2%} for {spec.train.early_stop_patience} epochs")
             last = epoch + 1 == stage.epochs or ctx.stop_requested
             with_ckpt = (epoch + 1) % spec.train.checkpoint_every == 0 or last
             next_stage, next_epoch = (si + 1, 0) if last else (si, epoch + 1)
             report(m, next_stage, next_epoch, optimizer, with_ckpt)
             if ctx.stop_requested:
                 if rank == 0 and not quiet:
-                    print(f"[{stage.name}] stopping rule met after epoch {epoch + 1}", flush=True)
+                    print(f"[{stage.name}] {stop_reason}; stage ends after epoch {epoch + 1}", flush=True)
                 break
 
     # ---- artifact: written by rank 0, handed to the driver as the final checkpoint -------------

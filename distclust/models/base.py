@@ -46,6 +46,8 @@ class Stage:
     on_step: Callable[["WorkerContext", int], dict | None] | None = None        # before step i of the stage
     on_epoch_end: Callable[["WorkerContext", int], dict | None] | None = None
     scheduled: dict[str, Callable[[int], float]] = field(default_factory=dict)  # name -> f(step): annealed values
+    monitor: str = "loss"      # per-epoch metric (lower is better) that early stopping watches
+    min_epochs: int = 0        # early stopping is not checked before this many epochs (e.g. end of an anneal)
 
 
 class Normalizer(nn.Module):

@@ -261,7 +261,14 @@ class GMVAE(ClusterModel):
             self.is_fitted.fill_(True)   # argmax q(y|x) is defined from the first epoch on
             return None
 
-        return [Stage("train", p.epochs, p.lr, p.weight_decay, on_start=start, on_epoch_end=epoch_end)]
+        return [Stage("train", p.epochs, p.lr, p.weight_decay, on_start=start, on_epoch_end=epoch_end,
+                      monitor=self.monitor, min_epochs=self.settle_epochs())]
+
+    # early stopping watches this per-epoch metric (lower is better) once settle_epochs() have run
+    monitor = "loss"
+
+    def settle_epochs(self) -> int:
+        return 0
 
     def forward(self, x, stage):
         t = self.marginal_elbo(x)
@@ -343,6 +350,13 @@ class ConcreteGMVAE(_RelaxedGMVAE):
     def kl_weight(self) -> float:
         return float(self._kl_weight(self.anneal_epoch()))
 
+    # the training loss changes with the KL weight; the unweighted bound does not
+    monitor = "neg_elbo"
+
+    def settle_epochs(self) -> int:
+        """Early stopping waits for the KL weight to reach its final value."""
+        return int(math.ceil(self.params.kl_warmup_epochs + self.params.kl_anneal_epochs))
+
     def forward(self, x, stage):
         p = self.params
         xn = self.normalizer(x)
@@ -365,7 +379,7 @@ class ConcreteGMVAE(_RelaxedGMVAE):
         rec = self.recon_ll(self.decode(z), xn)
         kl_z = kl_normal(mu_q, lv_q, mu_p, lv_p)
         loss = (-rec + kl_z + beta * kl_y).mean()
-        return {"loss": loss, "elbo_mc": (rec - kl_z - kl_y).mean().detach(), "recon": rec.mean().detach(),
+        return {"loss": loss, "neg_elbo": (kl_z + kl_y - rec).mean().detach(), "recon": rec.mean().detach(),
                 "kl_z": kl_z.mean().detach(), "kl_y": kl_y.mean().detach(),
                 "temperature": torch.tensor(tau), "kl_weight": torch.tensor(beta)}
 
