@@ -45,6 +45,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="posthoc,vade,dp")
     ap.add_argument("--machine", default="2-core CPU, shared")
+    ap.add_argument("--posthoc-model", default=None,
+                    help="artifact whose embeddings the post-hoc DP fits (default: --ae); e.g. a VaDE run's model")
+    ap.add_argument("--posthoc-key", default="posthoc_dp_on_ae", help="result key of the post-hoc part")
+    ap.add_argument("--cluster-scale", type=float, default=None,
+                    help="post-hoc DP: prior within-cluster variance / data variance (default: sklearn's prior)")
+    ap.add_argument("--dof-prior", type=float, default=None, help="post-hoc DP: strength of that prior (pseudo-rows)")
+    ap.add_argument("--dp-key", default="vae_dpgmm", help="result key of the in-training DP part")
     ap.add_argument("--set", action="append", default=[], help="extra spec overrides, e.g. scaling.cpus_per_worker=4")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "vade"))
     a = ap.parse_args()
@@ -63,9 +70,13 @@ def main() -> None:
 
     if "posthoc" in parts:
         t = time.time()
-        res, z, y = fit_dpgmm_artifact(a.ae, src, a.k_max, work_dir=work / "posthoc", seed=a.seed)
-        result["posthoc_dp_on_ae"] = {
-            "command": f"python bench/vade_dpgmm_mnist.py --parts posthoc --k-max {a.k_max}",
+        model = a.posthoc_model or a.ae
+        res, z, y = fit_dpgmm_artifact(model, src, a.k_max, work_dir=work / "posthoc", seed=a.seed,
+                                       cluster_scale=a.cluster_scale, dof_prior=a.dof_prior)
+        result[a.posthoc_key] = {
+            "command": "python bench/vade_dpgmm_mnist.py " + " ".join(sys.argv[1:]), "model": model,
+            "model_kind": json.loads(Path(model, "config.json").read_text())["model"],
+            "cluster_scale": a.cluster_scale, "dof_prior": a.dof_prior,
             "k_max": a.k_max, "seconds": time.time() - t, **res.summary(), **label_report(res, z, y)}
         save("vade_dpgmm_mnist", result)
 
@@ -90,8 +101,8 @@ def main() -> None:
 
         w = dp.weights().numpy()
         hist = curve(r.history)
-        result["vae_dpgmm"] = {
-            "command": f"python bench/vade_dpgmm_mnist.py --parts dp --dp-epochs {a.dp_epochs} --k-max {a.k_max}",
+        result[a.dp_key] = {
+            "command": "python bench/vade_dpgmm_mnist.py " + " ".join(sys.argv[1:]), "overrides": a.set,
             "k_max": a.k_max, "epochs": a.dp_epochs, "wall_s": r.wall_s,
             "final": {k: r.metrics.get(k) for k in ("acc", "nmi", "ari", "acc_many_to_one", "active_clusters")},
             "final_completeness": next((h["completeness"] for h in reversed(hist) if "completeness" in h), None),

@@ -50,8 +50,14 @@ class DPMixture(nn.Module):
 
     def __init__(self, k_max: int, dim: int, covariance_type: str = "diag", reg_covar: float = 1e-6,
                  weight_concentration: float | None = None, mean_precision_prior: float = 1.0,
-                 dof_prior: float | None = None):
+                 dof_prior: float | None = None, cluster_scale: float | None = None):
+        """``cluster_scale`` (None = scikit-learn's default prior): the prior's within-cluster
+        variance as a fraction of the data's variance, held with strength ``dof_prior`` (pseudo-rows).
+        The default prior (data covariance / D, strength D) is weak and small, so on a latent whose
+        classes are not Gaussian the DP splits every class into pieces; a scale near the expected
+        within-class spread (e.g. 0.3) with a strong ``dof_prior`` (e.g. 300) merges them."""
         super().__init__()
+        self.cluster_scale = None if cluster_scale is None else float(cluster_scale)
         if covariance_type not in COV_TYPES:
             raise ValueError(f"covariance_type must be one of {COV_TYPES}")
         self.k_max, self.dim, self.covariance_type = int(k_max), int(dim), covariance_type
@@ -91,7 +97,8 @@ class DPMixture(nn.Module):
         else:
             cov = (s2.to(F64) - n * torch.outer(mean, mean)) / (n - 1).clamp_min(1)
         self.m0.copy_(mean)
-        self.W0inv.copy_(cov)
+        # the Wishart's inverse scale: the empty-component covariance is W0inv / nu0
+        self.W0inv.copy_(cov if self.cluster_scale is None else cov * self.cluster_scale * self.nu0)
 
     def moment_stats(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted data statistics (for ``set_data_prior``): sums, so they all-reduce."""
@@ -310,20 +317,29 @@ def kmeans_init_centers(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
 def fit_dpgmm(data, k_max: int, covariance_type: str = "diag", weight_concentration: float | None = None,
               max_iter: int = 300, tol: float = 1e-5, seed: int = 0, init_sample: int = 20000,
               reg_covar: float = 1e-6, threshold: float = 0.01, batch_rows: int = 65536,
-              tol_weights: float = 1e-4, verbose: bool = False) -> DPGMMResult:
+              tol_weights: float = 1e-4, verbose: bool = False, cluster_scale: float | None = None,
+              dof_prior: float | None = None) -> DPGMMResult:
     """Fit a truncated DP mixture on ``data``: an (n, d) array or a callable returning a fresh iterable
     of (b, d) batches each time it is called (so the data need never be in memory at once).
 
     Initialisation: k-means on a seeded sample of ``init_sample`` rows, then one exact pass of
     hard-assignment statistics. Every later iteration is one exact pass. Converged when the mean
     log-normaliser changes by less than ``tol`` and no component's N_k moves by more than
-    ``tol_weights`` × n (slow merges of split clusters change the likelihood very little)."""
+    ``tol_weights`` × n (slow merges of split clusters change the likelihood very little).
+    ``cluster_scale`` / ``dof_prior``: the covariance prior (see ``DPMixture``)."""
     source = _as_source(data, batch_rows)
     if k_max < 1:
         raise DataError(f"k_max is {k_max}", "k_max", "use an upper bound of 1 or more components")
     sample = sample_rows(source, init_sample, seed)
     dim = sample.shape[1]
-    mix = DPMixture(k_max, dim, covariance_type, reg_covar, weight_concentration)
+    if cluster_scale is not None and not cluster_scale > 0:
+        raise DataError(f"cluster_scale is {cluster_scale}", "cluster_scale",
+                        "use a positive fraction of the data variance such as 0.3, or leave it unset")
+    if dof_prior is not None and not dof_prior > dim - 1:
+        raise DataError(f"dof_prior is {dof_prior} for {dim}-d data", "dof_prior",
+                        f"use more than {dim - 1} pseudo-rows (e.g. 300), or leave it unset")
+    mix = DPMixture(k_max, dim, covariance_type, reg_covar, weight_concentration, dof_prior=dof_prior,
+                    cluster_scale=cluster_scale)
     torch_batches = lambda: (torch.as_tensor(np.asarray(b), dtype=F64) for b in source())  # noqa: E731
     mix.set_data_prior(**_sum_stats(mix.moment_stats(z) for z in torch_batches()))
     centers = torch.as_tensor(kmeans_init_centers(sample, k_max, seed))
@@ -421,10 +437,14 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-iter", type=int, default=300)
+    ap.add_argument("--cluster-scale", type=float, default=None,
+                    help="prior within-cluster variance as a fraction of the data variance (default: sklearn's prior)")
+    ap.add_argument("--dof-prior", type=float, default=None, help="strength of that prior in pseudo-rows")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="distclust-dpgmm-") as tmp:
         res, z, y = fit_dpgmm_artifact(a.model, a.data, a.k_max, work_dir=tmp, covariance_type=a.covariance,
-                                       threshold=a.threshold, seed=a.seed, max_iter=a.max_iter)
+                                       threshold=a.threshold, seed=a.seed, max_iter=a.max_iter,
+                                       cluster_scale=a.cluster_scale, dof_prior=a.dof_prior)
         out = res.summary()
         if y is not None:
             out["labels"] = label_report(res, z, y)

@@ -13,6 +13,7 @@ from conftest import tiny_spec
 
 import distclust
 from distclust.dpmix import DPMixture, fit_dpgmm
+from distclust.errors import DataError
 
 
 def mixture(k=6, d=3, n=1500, seed=0):
@@ -36,6 +37,26 @@ def test_dp_fit_recovers_k_and_matches_sklearn():
     ref = BayesianGaussianMixture(n_components=20, covariance_type="diag", random_state=0, max_iter=500, tol=1e-6,
                                   weight_concentration_prior_type="dirichlet_process").fit(X)
     np.testing.assert_allclose(np.sort(res.weights)[::-1][:6], np.sort(ref.weights_)[::-1][:6], atol=1e-3)
+
+
+def test_cluster_scale_prior_merges_non_gaussian_classes_and_matches_sklearn():
+    """Four uniform squares: the default (weak, small) covariance prior splits them into pieces;
+    a prior within-cluster variance near the true spread finds 4, with sklearn's weights."""
+    from sklearn.mixture import BayesianGaussianMixture
+
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [30, 0], [0, 30], [30, 30]], float)
+    y = rng.integers(0, 4, 6000)
+    X = centers[y] + rng.uniform(-6, 6, (6000, 2))
+    assert fit_dpgmm(X, 20, "diag", seed=0).n_active > 6
+    res = fit_dpgmm(X, 20, "diag", seed=0, cluster_scale=0.1, dof_prior=300, tol=1e-6, max_iter=500)
+    assert res.n_active == 4
+    ref = BayesianGaussianMixture(n_components=20, covariance_type="diag", random_state=0, max_iter=500, tol=1e-6,
+                                  weight_concentration_prior_type="dirichlet_process",
+                                  covariance_prior=X.var(0, ddof=1) * 0.1 * 300, degrees_of_freedom_prior=300).fit(X)
+    np.testing.assert_allclose(np.sort(res.weights)[::-1][:5], np.sort(ref.weights_)[::-1][:5], atol=1e-3)
+    with pytest.raises(DataError, match="dof_prior"):
+        fit_dpgmm(X, 20, "diag", dof_prior=0.5)
 
 
 def test_full_covariance_and_streaming_equal_in_memory():

@@ -49,6 +49,8 @@ class DPGMMParams(VaDEParams):
     n_clusters: int = 30               # K_max: truncation of the Dirichlet process
     dp_covariance: str = "diag"        # diag | full (the VAE prior always uses the diagonal)
     dp_alpha: float | None = None      # stick-breaking concentration; null = 1 / K_max (sklearn's default)
+    dp_cluster_scale: float | None = None  # prior within-cluster variance / data variance; null = sklearn's prior
+    dp_dof: float | None = None        # strength of that prior in pseudo-rows; null = latent_dim
     dp_sample: int = 20_000            # rows gathered (all workers) for the initial fit (rank 0, then broadcast)
     dp_sample_iters: int = 300         # max variational iterations of that initial fit on the sample
     dp_init_iters: int = 3             # then exact (all-reduced) iterations over every row
@@ -66,6 +68,12 @@ class DPGMMParams(VaDEParams):
                 f"'{s}.dp_covariance' is '{self.dp_covariance}'", "use diag or full")
         require(self.dp_alpha is None or self.dp_alpha > 0, f"{s}.dp_alpha", f"'{s}.dp_alpha' is {self.dp_alpha}",
                 "use a positive concentration, or null for 1/K_max")
+        require(self.dp_cluster_scale is None or self.dp_cluster_scale > 0, f"{s}.dp_cluster_scale",
+                f"'{s}.dp_cluster_scale' is {self.dp_cluster_scale}",
+                "use a positive fraction of the latent variance such as 0.3, or null for sklearn's prior")
+        require(self.dp_dof is None or self.dp_dof > self.latent_dim - 1, f"{s}.dp_dof",
+                f"'{s}.dp_dof' is {self.dp_dof} for a {self.latent_dim}-d latent",
+                f"use more than {self.latent_dim - 1} pseudo-rows (e.g. 300), or null")
         require(self.dp_sample >= self.n_clusters, f"{s}.dp_sample",
                 f"'{s}.dp_sample' ({self.dp_sample}) is below K_max ({self.n_clusters})", "raise dp_sample")
         require(self.dp_init_iters >= 1 and self.dp_iters >= 1 and self.dp_sample_iters >= 1, f"{s}.dp_iters",
@@ -89,7 +97,8 @@ class VAEDPGMM(VaDE):
 
     def init_prior_parameters(self, K: int, D: int) -> None:
         p = self.params
-        self.dp = DPMixture(K, D, p.dp_covariance, weight_concentration=p.dp_alpha)
+        self.dp = DPMixture(K, D, p.dp_covariance, weight_concentration=p.dp_alpha, dof_prior=p.dp_dof,
+                            cluster_scale=p.dp_cluster_scale)
 
     # -- prior --------------------------------------------------------------------------
     def prior(self):
@@ -166,7 +175,7 @@ class VAEDPGMM(VaDE):
             if ctx.rank == 0:
                 res = fit_dpgmm(sample.cpu().double().numpy(), self.n_clusters, p.dp_covariance,
                                 weight_concentration=p.dp_alpha, seed=ctx.seed, init_sample=p.dp_sample,
-                                max_iter=p.dp_sample_iters)
+                                max_iter=p.dp_sample_iters, cluster_scale=p.dp_cluster_scale, dof_prior=p.dp_dof)
                 self.dp.load_state_dict(res.mixture.state_dict())
             for name, buf in self.dp.named_buffers():
                 got = ctx.broadcast(buf.to(torch.float64)).to(buf.dtype)
