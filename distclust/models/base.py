@@ -10,7 +10,7 @@ checkpoints and artifacts need nothing model-specific.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 import torch
@@ -45,7 +45,6 @@ class Stage:
     on_start: Callable[["WorkerContext"], dict | None] | None = None
     on_step: Callable[["WorkerContext", int], dict | None] | None = None        # before step i of the stage
     on_epoch_end: Callable[["WorkerContext", int], dict | None] | None = None
-    scheduled: dict[str, Callable[[int], float]] = field(default_factory=dict)  # name -> f(step): annealed values
     monitor: str = "loss"      # per-epoch metric (lower is better) that early stopping watches
     min_epochs: int = 0        # early stopping is not checked before this many epochs (e.g. end of an anneal)
 
