@@ -124,6 +124,8 @@ CASES = [
                                             _ingested(t), "--out", t / "out"], "re-ingest with --shards"),
     ("bad-normalize", lambda t: ["train", JOB, "--out", t / "out", "--set", "data.normalize=zscore"],
      "data.normalize"),
+    ("negative-early-stop-patience", lambda t: ["train", JOB, "--out", t / "out", "--set",
+                                                "train.early_stop_patience=-2"], "train.early_stop_patience"),
     ("set-without-equals", lambda t: ["train", JOB, "--out", t / "out", "--set", "model.n_clusters"], "has no '='"),
     ("evaluate-without-labels", lambda t: ["evaluate", (t / "a").mkdir() or _parquet(t / "a", pa.table(
         {"id": [0], "cluster": [0]})).parent, ((t / "nl").mkdir() or _parquet(t / "nl", pa.table(
