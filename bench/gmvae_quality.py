@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--engine", choices=["ray", "inprocess"], default="ray",
                     help="ray: run_training (Ray Train, 2 workers); inprocess: the model's forward in a plain "
                          "torch loop on 1 thread (same model code, no Ray start-up: for an overloaded machine)")
+    ap.add_argument("--img-dir", default=str(ROOT / "docs" / "img"), help="where the sample-grid PNGs go")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="spec overrides for every variant, e.g. model.latent_dim=64 train.batch_size=64")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "gmvae"))
@@ -121,7 +122,7 @@ def main() -> None:
     work.mkdir(parents=True)
     np.savez(work / "train.npz", X=X[:a.train_rows], y=y[:a.train_rows])
     ingest(work / "train.npz", work / "data", shards=8, progress=False)
-    img_dir = ROOT / "docs" / "img"
+    img_dir = Path(a.img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for v in a.variants:
@@ -160,7 +161,7 @@ def main() -> None:
             "test_elbo_nats": elbo, "clusters_used": int(len(np.unique(pred))),
             "faiss_nearest_mean_agrees_with_argmax_q": float((near == pred).mean()),
             "last_epoch": {k: v2 for k, v2 in train[-1].items() if isinstance(v2, (int, float))},
-            "png": str(png.relative_to(ROOT)),
+            "png": str(png.relative_to(ROOT) if png.is_relative_to(ROOT) else png),
             "per_epoch": [{k: h[k] for k in ("epoch", "loss", "acc", "nmi", "time_s") if k in h} for h in train],
         }
         print(v, {k: results[v][k] for k in ("acc", "nmi", "test_elbo_nats", "train_wall_s")}, flush=True)

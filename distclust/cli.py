@@ -44,6 +44,9 @@ def cmd_train(a) -> int:
     rows = [("model", spec.model_name), ("clusters", str(spec.model.n_clusters)),
             ("workers", str(spec.scaling.num_workers)), ("epochs", _fmt(m.get("epochs_done", "?"))),
             ("wall time", f"{res.wall_s:.1f} s")]
+    for h in res.history:
+        if h.get("early_stopped"):
+            rows.append(("early stop", f"stage '{h['stage']}' after epoch {h['epoch']} of {h.get('stage_epochs', '?')}"))
     for k in ("acc", "nmi", "ari", "active_clusters"):
         if k in m:
             rows.append((k, _fmt(m[k])))
