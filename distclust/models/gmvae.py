@@ -8,6 +8,8 @@ Generative model (all three)::
 
 Inference networks (all three): ``h = trunk(x)``, ``q(y|x) = softmax(qy(h))``,
 ``q(z|x,y) = N(mu(h, y), sigma(h, y)^2)`` (an MLP on ``[h, y]``, y one-hot or relaxed).
+``encoder: shared`` makes ``trunk`` an MLP both heads read; ``encoder: separate`` (Arias)
+makes ``trunk`` the identity and gives each head its own MLP on x.
 
 - ``gmvae`` — marginalised (Dilokthanakul et al. 2016 / Rui Shu style): the ELBO sums
   over all K values of y for every row,
@@ -49,6 +51,7 @@ from .vae_parts import (SCHEDULES, GaussianEncoder, categorical_kl, decoder_mean
                         sample_exp_concrete, schedule)
 
 RECON = ("bernoulli", "gaussian")
+ENCODERS = ("shared", "separate")
 
 
 # --------------------------------------------------------------------------- parameters
@@ -60,6 +63,8 @@ class GMVAEParams(ModelParams):
     recon: str = "bernoulli"          # bernoulli (features in [0, 1], e.g. global-minmax) | gaussian
     recon_logvar: float = 0.0         # log-variance of the Gaussian decoder (recon: gaussian)
     prior_scale: float = 1.0          # std of the random init of the component means mu_y
+    encoder: str = "shared"           # shared: q(y|x) and q(z|x,y) share an MLP trunk on x;
+                                      # separate: each its own MLP on x (Arias), q(z|x,y) on [x, y]
     epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -71,6 +76,8 @@ class GMVAEParams(ModelParams):
         check_network_params(self, s, "[512, 256]")
         require(self.recon in RECON, f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
                 "use bernoulli (features scaled to [0, 1], data.normalize: global-minmax) or gaussian")
+        require(self.encoder in ENCODERS, f"{s}.encoder", f"'{s}.encoder' is '{self.encoder}'",
+                f"use one of {', '.join(ENCODERS)}")
         require(self.prior_scale > 0, f"{s}.prior_scale", f"'{s}.prior_scale' is {self.prior_scale}",
                 "use a positive scale such as 1.0")
         require(self.epochs >= 1, f"{s}.epochs", f"'{s}.epochs' is {self.epochs}", "use 1 or more epochs")
@@ -173,9 +180,14 @@ class GMVAE(ClusterModel):
     def __init__(self, input_dim, params: GMVAEParams, normalizer=None):
         super().__init__(input_dim, params, normalizer)
         p, k, h = params, params.n_clusters, list(params.hidden)
-        self.trunk = mlp([input_dim, *h], p.activation, last_activation=True)
-        self.qy = nn.Linear(h[-1], k)                                  # q(y|x) logits
-        self.qz = GaussianEncoder(h[-1] + k, [h[-1]], p.latent_dim, p.activation)  # q(z|x,y) on [h, y]
+        if p.encoder == "shared":   # h = trunk(x) feeds both heads
+            self.trunk = mlp([input_dim, *h], p.activation, last_activation=True)
+            self.qy = nn.Linear(h[-1], k)                              # q(y|x) logits
+            self.qz = GaussianEncoder(h[-1] + k, [h[-1]], p.latent_dim, p.activation)  # q(z|x,y) on [h, y]
+        else:                       # h = x; each head is a full MLP
+            self.trunk = nn.Identity()
+            self.qy = mlp([input_dim, *h, k], p.activation)
+            self.qz = GaussianEncoder(input_dim + k, h, p.latent_dim, p.activation)
         self.pz_mu = nn.Linear(k, p.latent_dim, bias=False)            # p(z|y): weight[:, y] = mu_y
         self.pz_logvar = nn.Linear(k, p.latent_dim, bias=False)
         self.decoder = mlp([p.latent_dim, *h[::-1], input_dim], p.activation)
