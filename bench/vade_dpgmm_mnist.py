@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--cluster-scale", type=float, default=None,
                     help="post-hoc DP: prior within-cluster variance / data variance (default: sklearn's prior)")
     ap.add_argument("--dof-prior", type=float, default=None, help="post-hoc DP: strength of that prior (pseudo-rows)")
+    ap.add_argument("--vade-key", default="vade",
+                    help="result key of the VaDE part (one entry per seed under it); use a new key per setting")
     ap.add_argument("--dp-key", default="vae_dpgmm", help="result key of the in-training DP part")
     ap.add_argument("--set", action="append", default=[], help="extra spec overrides, e.g. scaling.cpus_per_worker=4")
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "vade"))
@@ -83,9 +85,8 @@ def main() -> None:
     if "vade" in parts:
         spec = load_spec(ROOT / "jobs" / "mnist-vade.yaml", ae_pre + [f"model.epochs={a.vade_epochs}"])
         r = run_training(spec, work / "run_vade", data=str(data), overwrite=True)
-        result.setdefault("vade", {})[f"seed{a.seed}"] = {
-                          "command": f"python bench/vade_dpgmm_mnist.py --parts vade --vade-epochs {a.vade_epochs} "
-                                     f"--seed {a.seed}",
+        result.setdefault(a.vade_key, {})[f"seed{a.seed}"] = {
+                          "command": "python bench/vade_dpgmm_mnist.py " + " ".join(sys.argv[1:]),
                           "epochs": a.vade_epochs, "wall_s": r.wall_s,
                           "final": {k: r.metrics.get(k) for k in ("acc", "nmi", "ari")},
                           "per_epoch": curve(r.history)}
