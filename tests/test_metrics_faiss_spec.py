@@ -59,3 +59,14 @@ def test_spec_errors_name_the_key_and_suggest():
         load_spec(tiny_spec(n_clusters=0))
     s = load_spec(tiny_spec(), ["model.n_clusters=7", "model.pretrain_lr=1e-4", "scaling.num_workers=1"])
     assert (s.model.n_clusters, s.model.pretrain_lr, s.scaling.num_workers) == (7, 1e-4, 1)
+
+
+def test_optional_float_keys_take_ints_and_null():
+    """`X | None` annotations: an int such as 300 is a float, null is None, a word is an error."""
+    raw = tiny_spec("vae-dpgmm", n_clusters=6)
+    raw["model"].pop("kmeans_nredo")
+    s = load_spec(raw, ["model.dp_dof=300", "model.dp_alpha=1", "model.dp_cluster_scale=null"])
+    assert (s.model.dp_dof, s.model.dp_alpha, s.model.dp_cluster_scale) == (300.0, 1.0, None)
+    assert isinstance(s.model.dp_dof, float)
+    with pytest.raises(SpecError, match="model.dp_dof.*expected float or null"):
+        load_spec(raw, ["model.dp_dof=lots"])
