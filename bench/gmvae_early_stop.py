@@ -17,19 +17,17 @@ Writes bench/results/gmvae_early_stop.json.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, dataset, save  # noqa: E402
+from common import ROOT, dataset, save, training_split  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import distclust  # noqa: E402
-from distclust.data import ingest  # noqa: E402
 from distclust.engine.trainer import run_training  # noqa: E402
 from distclust.metrics import cluster_scores  # noqa: E402
 from distclust.spec import load_spec  # noqa: E402
@@ -49,13 +47,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "gmvae_early_stop"))
     a = ap.parse_args()
     torch.set_num_threads(1)
-    d = np.load(a.data or dataset("mnist.npz"))
-    X, y = d["X"].astype(np.float32), d["y"].astype(np.int64)
     work = Path(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    np.savez(work / "train.npz", X=X[:a.rows], y=y[:a.rows])
-    ingest(work / "train.npz", work / "data", shards=8, progress=False)
+    X, y = training_split(a.data or dataset("mnist.npz"), a.rows, work)
     Xtest = torch.from_numpy(X[60000:])
     results = {}
     for v in a.variants:

@@ -21,19 +21,17 @@ Writes bench/results/gmvae_quality.json (``--out-name`` to change).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, dataset, save  # noqa: E402
+from common import ROOT, dataset, save, training_split  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import distclust  # noqa: E402
-from distclust.data import ingest  # noqa: E402
 from distclust.engine.trainer import run_training  # noqa: E402
 from distclust.faiss_ops import NearestPrototype  # noqa: E402
 from distclust.metrics import cluster_scores  # noqa: E402
@@ -115,13 +113,8 @@ def main() -> None:
                     help="result file bench/results/NAME.json (one per process when variants run side by side)")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    d = np.load(a.data or dataset("mnist.npz"))
-    X, y = d["X"].astype(np.float32), d["y"].astype(np.int64)
     work = Path(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    np.savez(work / "train.npz", X=X[:a.train_rows], y=y[:a.train_rows])
-    ingest(work / "train.npz", work / "data", shards=8, progress=False)
+    X, y = training_split(a.data or dataset("mnist.npz"), a.train_rows, work)
     img_dir = Path(a.img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
     results = {}
