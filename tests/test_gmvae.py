@@ -23,6 +23,14 @@ from distclust.spec import load_spec
 VARIANTS = ["gmvae", "gmvae-gumbel", "concrete-gmvae"]
 
 
+def _spec(name):
+    """tiny_spec for a GMVAE variant (without the autoencoder keys it does not have)."""
+    raw = tiny_spec(name)
+    for key in ("pretrain_epochs", "kmeans_nredo"):
+        raw["model"].pop(key)
+    return raw
+
+
 def _model(name, k=3, d=6, latent=2, **over):
     cls = get_model_class(name)
     torch.manual_seed(0)
@@ -156,18 +164,14 @@ def test_separate_encoders_read_x_and_train():
     out = m(x, "train")
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and m.qy[0].weight.grad.abs().sum() > 0
-    raw = tiny_spec("gmvae")
-    for key in ("pretrain_epochs", "kmeans_nredo"):
-        raw["model"].pop(key)
+    raw = _spec("gmvae")
     raw["model"]["encoder"] = "split"
     with pytest.raises(SpecError, match="encoder"):
         load_spec(raw)
 
 
 def test_bad_annealing_keys_are_spec_errors():
-    raw = tiny_spec("concrete-gmvae")
-    for key in ("pretrain_epochs", "kmeans_nredo"):
-        raw["model"].pop(key)
+    raw = _spec("concrete-gmvae")
     raw["model"]["kl_schedule"] = "sigmoid"
     with pytest.raises(SpecError, match="kl_schedule"):
         load_spec(raw)
@@ -202,9 +206,7 @@ def test_variant_trains_saves_loads_and_assigns(ray_cluster, blobs_dataset, blob
     from distclust.assign import run_assign
     from distclust.engine.trainer import run_training
 
-    raw = tiny_spec(name)
-    for key in ("pretrain_epochs", "kmeans_nredo"):
-        raw["model"].pop(key)
+    raw = _spec(name)
     raw["model"].update({"recon": "gaussian", "epochs": 1, "hidden": [16]})
     if name == "concrete-gmvae":   # 2 workers (DDP) and 2 epochs to see the annealed weight move
         raw["model"].update({"epochs": 2, "kl_anneal_epochs": 2})
