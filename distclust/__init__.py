@@ -5,4 +5,4 @@ from .engine import ray_setup as _ray_setup  # noqa: F401,E402  (sets Ray env de
 from .artifact import FittedModel, load  # noqa: E402
 from .estimator import Clusterer  # noqa: E402,F401  (scikit-learn style fit/predict)
 
-__all__ = ["load", "FittedModel", "__version__"]
+__all__ = ["load", "FittedModel", "Clusterer", "__version__"]

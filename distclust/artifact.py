@@ -27,14 +27,15 @@ ARTIFACT_FORMAT = 1
 
 
 def library_versions() -> dict[str, str]:
-    import faiss
-    import pyarrow
-    import ray
-    import sklearn
+    import importlib
 
-    return {"distclust": __version__, "torch": torch.__version__, "ray": ray.__version__,
-            "faiss": getattr(faiss, "__version__", "?"), "numpy": np.__version__,
-            "pyarrow": pyarrow.__version__, "scikit-learn": sklearn.__version__}
+    out = {"distclust": __version__, "torch": torch.__version__, "numpy": np.__version__}
+    for name, mod in (("ray", "ray"), ("faiss", "faiss"), ("pyarrow", "pyarrow"), ("scikit-learn", "sklearn")):
+        try:   # the in-process path also runs where Ray or FAISS are not installed (a bare GPU image)
+            out[name] = getattr(importlib.import_module(mod), "__version__", "?")
+        except ImportError:
+            out[name] = "absent"
+    return out
 
 
 def save_artifact(model, out_dir: str | os.PathLike, spec=None, data_info: dict | None = None,

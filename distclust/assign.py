@@ -1,11 +1,14 @@
 """``distclust assign``: stream Parquet through a trained model and FAISS, write Parquet.
 
-Work is cut into *units* — a range of row groups of one input file — and run by
-a ``ray.data`` actor pool (``map_batches`` over the unit list) whose actors load
-the model once. Each unit streams its rows in batches (memory does not grow with
-the number of rows) and writes one output file to a temporary name, renamed into
-place when complete. A rerun of the same command skips finished units, so an
-interrupted assignment resumes and the output has exactly one row per input id.
+Work is cut into *units* — a range of row groups of one input file — and run by a
+pool of Ray actors (``ray.util.ActorPool``) that load the model once and read their
+units themselves with pyarrow, so no other Ray task ever waits for the CPUs the
+actors hold. Each unit streams its rows in batches (memory does not grow with the
+number of rows) and writes one output file — named after the input file's path
+relative to the input root, so equal file names in different (e.g. Hive partition)
+folders never collide — to a temporary name, renamed into place when complete. A
+rerun of the same command skips finished units. The final check verifies every
+unit's row count against its input and that ids are unique.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataError, OutputExistsError, SpecError
+from .errors import DataError, DistclustError, OutputExistsError, SpecError
 
 PLAN_FILE = "_assign.json"
 PHASES = ("read", "model", "write")  # where an actor's time inside a unit goes
@@ -47,7 +50,17 @@ def input_files(data: str | Path) -> list[Path]:
     return parquet_files(p)
 
 
-def plan_units(files: list[Path], rows_per_unit: int) -> tuple[list[Unit], int]:
+def _out_stem(f: Path, root: Path | None) -> str:
+    """The output name of input ``f``: its path relative to the input root, folders kept
+    (``region=a/part-0``), so that equal file names in different folders stay apart."""
+    try:
+        rel = Path(f).resolve().relative_to(Path(root).resolve()) if root is not None else Path(Path(f).name)
+    except ValueError:
+        rel = Path(Path(f).name)
+    return str(rel.with_suffix(""))
+
+
+def plan_units(files: list[Path], rows_per_unit: int, root: Path | None = None) -> tuple[list[Unit], int]:
     """Cut files into units of whole row groups, about ``rows_per_unit`` rows each; also return the dim."""
     units, dim = [], None
     for f in files:
@@ -73,14 +86,16 @@ def plan_units(files: list[Path], rows_per_unit: int) -> tuple[list[Unit], int]:
         for rg in range(md.num_row_groups):
             rows += md.row_group(rg).num_rows
             if rows >= rows_per_unit or rg == md.num_row_groups - 1:
-                stem = Path(f).stem
+                stem = _out_stem(f, root)
                 units.append(Unit(str(f), start, rg + 1, rows, f"{stem}-rg{start:05d}-{rg + 1:05d}.parquet"))
                 start, rows = rg + 1, 0
+    outs = [u.out for u in units]
+    assert len(set(outs)) == len(outs), "two units map to one output file"
     return units, dim
 
 
 class _UnitAssigner:
-    """Ray Data actor: loads the model once, assigns whole units (files written atomically)."""
+    """Ray actor: loads the model once, assigns whole units (files written atomically)."""
 
     def __init__(self, model_dir: str, out_dir: str, batch_rows: int, threads: int, use_gpu: bool):
         import faiss
@@ -97,28 +112,22 @@ class _UnitAssigner:
         pa.set_memory_pool(pa.system_memory_pool())
         self.phase = dict.fromkeys(PHASES, 0.0)  # seconds per phase, for the unit being run
 
-    def __call__(self, batch: dict) -> dict:
-        rows, secs, phases = [], [], {k: [] for k in PHASES}
-        for i in range(len(batch["file"])):
-            t0 = time.time()
-            unit = Unit(**{k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i]
-                           for k in ("file", "rg_start", "rg_end", "rows", "out")})
-            self.phase = dict.fromkeys(PHASES, 0.0)
-            rows.append(self._run(unit))
-            secs.append(time.time() - t0)
-            for k in PHASES:
-                phases[k].append(self.phase[k])
-        from .engine.worker import peak_rss_mib
+    def run(self, unit: dict) -> dict:
+        """Assign one unit (skipped when its output exists); its rows, seconds per phase, peak RSS."""
+        from .engine.loop import peak_rss_mib
 
-        return {"out": batch["out"], "rows": np.array(rows), "seconds": np.array(secs),
-                **{f"{k}_s": np.array(v) for k, v in phases.items()},
-                "peak_rss_mib": np.array([peak_rss_mib()] * len(rows))}
+        t0 = time.time()
+        self.phase = dict.fromkeys(PHASES, 0.0)
+        rows = self._run(Unit(**unit))
+        return {"out": unit["out"], "rows": rows, "seconds": time.time() - t0,
+                **{f"{k}_s": v for k, v in self.phase.items()}, "peak_rss_mib": peak_rss_mib()}
 
     def _run(self, unit: Unit) -> int:
         final = self.out_dir / unit.out
         if final.exists():
             return pq.ParquetFile(final).metadata.num_rows
-        tmp = self.out_dir / f".{unit.out}.tmp-{uuid.uuid4().hex[:8]}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
         pf = pq.ParquetFile(unit.file)
         n = 0
         try:
@@ -190,16 +199,57 @@ def check_value_range(model, data_path: Path, allow_shift: bool = False) -> None
                         "--allow-shift if the shift is real")
 
 
+def check_output(out: Path, units: list[Unit]) -> int:
+    """Every unit's output holds exactly its input's rows, and ids are unique over the whole output.
+
+    Reads one unit's id column at a time (min, max, distinct count); only when the units' id ranges
+    overlap (ids not sorted by file) are all ids gathered for the global check. Returns the row count.
+    """
+    import pyarrow.compute as pc
+
+    total, ranges = 0, []
+    for u in units:
+        f = out / u.out
+        ids = pq.read_table(f, columns=["id"]).column("id")
+        if len(ids) != u.rows:
+            raise DataError(f"output '{u.out}' holds {len(ids)} rows but its input '{u.file}' (row groups "
+                            f"{u.rg_start}-{u.rg_end - 1}) holds {u.rows}", str(f),
+                            "delete that output file and re-run the same command to redo it")
+        total += len(ids)
+        if len(ids):
+            if pc.count_distinct(ids).as_py() != len(ids):
+                raise DataError(f"input '{u.file}' holds duplicate ids", u.file,
+                                "give every row a unique id (re-ingest the data with 'distclust ingest')")
+            mm = pc.min_max(ids)
+            ranges.append((mm["min"].as_py(), mm["max"].as_py(), u))
+    ranges.sort(key=lambda r: r[0])
+    if any(b[0] <= a[1] for a, b in zip(ranges, ranges[1:])):
+        all_ids = pa.chunked_array([c for u in units for c in pq.read_table(out / u.out, columns=["id"])
+                                    .column("id").chunks])
+        if pc.count_distinct(all_ids).as_py() != total:
+            raise DataError("the input holds the same id in more than one file", str(out),
+                            "give every row a unique id (re-ingest the data with 'distclust ingest')")
+    return total
+
+
+def _pool_size(ray, todo: int, threads: int, actors: int | None) -> int:
+    if actors:
+        return min(actors, todo)
+    return max(1, min(todo, int(ray.available_resources().get("CPU", threads)) // threads))
+
+
 def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, overwrite: bool = False,
                rows_per_unit: int = 500_000, batch_rows: int = 16384, actors: int | None = None,
                threads_per_actor: int = 1, use_gpu: bool = False, address: str | None = None,
-               progress: bool = True, allow_shift: bool = False) -> dict:
+               progress: bool = True, allow_shift: bool = False, stall_timeout_s: float = 900.0) -> dict:
     """Assign every row of ``data`` with the model in ``model_dir``; output Parquet in ``out_dir``."""
     from tqdm.auto import tqdm
 
     from .artifact import load
     from .data import resolve_dataset
+    from .engine import preflight
     from .engine.ray_setup import ensure_ray
+    from .engine.watchdog import StallError, describe_pending
 
     for name, v in (("--actors", actors), ("--rows-per-unit", rows_per_unit), ("--threads-per-actor", threads_per_actor),
                     ("batch_rows", batch_rows)):
@@ -216,7 +266,7 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
         # (ingested datasets, or Parquet with id/features columns) are read as they are
         data_path, _ = resolve_dataset(str(data), out.parent / f".{out.name}.input", progress=progress)
     files = input_files(data_path)
-    units, dim = plan_units(files, rows_per_unit)
+    units, dim = plan_units(files, rows_per_unit, data_path)
     if dim is not None and dim != model.n_features_in_:
         raise DataError(f"the data has {dim} features but the model was trained on {model.n_features_in_}",
                         str(data), "assign data with the same features as the training data")
@@ -233,7 +283,7 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
             raise OutputExistsError(f"output '{out}' already exists and was not written by this assignment",
                                     str(out), "choose a new output folder, or pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp-*"):  # leftovers of an interrupted run
+    for stale in out.rglob(".*.tmp-*"):  # leftovers of an interrupted run
         stale.unlink()
     (out / PLAN_FILE).write_text(json.dumps(plan, indent=1))
     todo = [u for u in units if not (out / u.out).exists()]
@@ -242,19 +292,51 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
     peak = 0.0  # the largest actor's peak RSS (MiB)
     busy_rows, busy_s = 0, 0.0  # rows and seconds inside units (excludes Ray start-up and scheduling)
     phase_s = dict.fromkeys(PHASES, 0.0)
+    n_actors = 0
     if todo:
         ray = ensure_ray(address)
-        n_actors = actors or max(1, min(len(todo), int(ray.available_resources().get("CPU", 1)) // threads_per_actor))
-        ds = ray.data.from_items([asdict(u) for u in todo], override_num_blocks=len(todo))
-        res = ds.map_batches(_UnitAssigner, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors),
-                             num_cpus=threads_per_actor,
-                             num_gpus=1 if use_gpu else 0,
-                             fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), out_dir=str(out),
-                                                        batch_rows=batch_rows, threads=threads_per_actor,
-                                                        use_gpu=use_gpu))
+        bundle = {"CPU": float(threads_per_actor), **({"GPU": 1.0} if use_gpu else {})}
+        preflight.check_bundles(preflight.node_resources(), bundle, 1, "distclust assign (one actor)",
+                                {"CPU": "--threads-per-actor", "use_gpu": "--use-gpu (leave it out)"})
+        n_actors = _pool_size(ray, len(todo), threads_per_actor, actors)
+        cls = ray.remote(num_cpus=threads_per_actor, num_gpus=1 if use_gpu else 0)(_UnitAssigner)
+        pool = [cls.remote(model_dir=str(Path(model_dir).resolve()), out_dir=str(out), batch_rows=batch_rows,
+                           threads=threads_per_actor, use_gpu=use_gpu) for _ in range(n_actors)]
         bar = tqdm(total=total_rows, initial=done_rows, unit="rows", desc="assign", disable=not progress,
                    mininterval=1.0)
-        for row in res.iter_rows():
+        queue = list(todo)
+        running = {}
+        for actor in pool:  # one unit in flight per actor; the next goes to whichever finishes first
+            if queue:
+                u = queue.pop(0)
+                running[actor.run.remote(asdict(u))] = actor
+        last_progress = time.monotonic()
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0)
+            if not ready:
+                if stall_timeout_s and time.monotonic() - last_progress > stall_timeout_s:
+                    pending = describe_pending()
+                    for a in pool:
+                        ray.kill(a)
+                    raise StallError(f"assignment made no progress for {stall_timeout_s:g} s "
+                                     f"({len(running)} units in flight): {pending}", "--stall-timeout",
+                                     "free or add the resources it waits for, pass fewer --actors, or raise "
+                                     "--stall-timeout (0 waits forever); finished parts are kept: re-run to resume")
+                continue
+            last_progress = time.monotonic()
+            ref = ready[0]
+            actor = running.pop(ref)
+            try:
+                row = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:   # a unit failed: stop, and say why in our words
+                for a in pool:
+                    ray.kill(a)
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, DistclustError):
+                    raise cause from None
+                raise
+            if queue:
+                running[actor.run.remote(asdict(queue.pop(0)))] = actor
             bar.update(int(row["rows"]))
             peak = max(peak, float(row["peak_rss_mib"]))
             busy_rows += int(row["rows"])
@@ -262,13 +344,12 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
             for k in PHASES:
                 phase_s[k] += float(row[f"{k}_s"])
         bar.close()
-    written = sum(pq.ParquetFile(out / u.out).metadata.num_rows for u in units)
-    if written != total_rows:
-        raise DataError(f"output holds {written} rows for {total_rows} input rows", str(out),
-                        "re-run the same command to finish the missing parts")
+        for a in pool:
+            ray.kill(a)
+    written = check_output(out, units)
     wall = time.time() - t0
     summary = {"rows": written, "units": len(units), "resumed_units": len(units) - len(todo),
-               "actors": n_actors if todo else 0,
+               "actors": n_actors,
                "seconds": wall, "rows_per_s": (total_rows - done_rows) / max(wall, 1e-9), "out": str(out),
                "actor_peak_rss_mib": peak,
                # streaming rate of one actor while it works on units (read, encode, search, write)

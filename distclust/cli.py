@@ -40,6 +40,10 @@ def cmd_train(a) -> int:
 
     spec = load_spec(a.spec, a.set)
     res = run_training(spec, a.out, data=a.data, resume=a.resume, overwrite=a.overwrite, quiet=a.quiet or None)
+    if res.already_finished:
+        print(f"the run in {res.run_dir} had already finished: nothing to resume")
+        print(str(res.model_dir))
+        return 0
     m = res.metrics
     rows = [("model", spec.model_name), ("clusters", str(spec.model.n_clusters)),
             ("workers", str(spec.scaling.num_workers)), ("epochs", _fmt(m.get("epochs_done", "?"))),
@@ -68,7 +72,7 @@ def cmd_assign(a) -> int:
 
     s = run_assign(a.model, a.data, a.out, overwrite=a.overwrite, actors=a.actors, use_gpu=a.gpu,
                    rows_per_unit=a.rows_per_unit, threads_per_actor=a.threads_per_actor,
-                   progress=not a.quiet, allow_shift=a.allow_shift)
+                   progress=not a.quiet, allow_shift=a.allow_shift, stall_timeout_s=a.stall_timeout)
     print(f"assigned {s['rows']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.0f} rows/s); "
           f"{s['resumed_units']} of {s['units']} parts were already done")
     print(s["out"])
@@ -154,92 +158,136 @@ def cmd_models(a) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="distclust", description="Distributed deep clustering on Ray.")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+def _sub(sub, name: str, help: str, description: str, examples: str):
+    """A subcommand whose --help says what it does, every argument, and examples."""
+    return sub.add_parser(name, help=help, description=description, epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    s = sub.add_parser("ingest", help="convert .npz/.npy/.csv/Parquet into sharded Parquet + manifest")
-    s.add_argument("src")
-    s.add_argument("out")
-    s.add_argument("--shards", type=int, default=8)
-    s.add_argument("--overwrite", action="store_true")
-    s.add_argument("--quiet", action="store_true")
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distclust", description="Distributed deep clustering on Ray: ingest data, "
+                                "train a model with Ray Train, assign millions of rows, evaluate, sweep, submit.",
+                                epilog="run 'distclust COMMAND --help' for a command's arguments and examples")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = _sub(sub, "ingest", "convert .npz/.npy/.csv/Parquet into sharded Parquet + manifest",
+             "Convert a data file into sharded Parquet (id, features, label?) plus a manifest with feature "
+             "statistics, in bounded memory.",
+             "  distclust ingest /data/mnist.npz data/mnist --shards 8\n"
+             "  distclust ingest builtin:digits data/digits")
+    s.add_argument("src", help="source: .npz (X, y), .npy, .csv, a Parquet file or folder, or builtin:digits")
+    s.add_argument("out", help="output folder for the sharded dataset")
+    s.add_argument("--shards", type=int, default=8, help="number of Parquet shards (≥ the number of workers)")
+    s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_ingest)
 
-    s = sub.add_parser("train", help="train a job spec with Ray Train")
-    s.add_argument("spec")
+    s = _sub(sub, "train", "train a job spec with Ray Train",
+             "Train the model of a job spec with Ray Train (DDP over the data's shards). The model lands in "
+             "OUT/model; each run has its own identity (OUT/run.json) and only --resume reads its checkpoints.",
+             "  distclust train jobs/digits-ae-kmeans.yaml --out runs/digits\n"
+             "  distclust train jobs/mnist-dec.yaml --data data/mnist --out runs/mnist-dec --set model.n_clusters=12\n"
+             "  distclust train jobs/mnist-dec.yaml --data data/mnist --out runs/mnist-dec --resume")
+    s.add_argument("spec", help="job spec YAML (see jobs/)")
     s.add_argument("--data", help="dataset (ingested folder or any file ingest reads); overrides data.path")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key, e.g. --set model.n_clusters=20")
+                   help="override a spec key, e.g. --set model.n_clusters=20 (repeatable)")
     s.add_argument("--out", required=True, help="run directory; the model lands in OUT/model")
-    s.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its own last checkpoint (a finished run is left as it is)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
     s.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("assign", help="assign clusters to every row of a dataset")
-    s.add_argument("model")
-    s.add_argument("data")
-    s.add_argument("out")
-    s.add_argument("--overwrite", action="store_true")
-    s.add_argument("--actors", type=int, default=None, help="assignment actors (default: free CPUs)")
+    s = _sub(sub, "assign", "assign clusters to every row of a dataset",
+             "Stream every row of DATA through the model and FAISS; write Parquet (id, cluster, distance) to OUT, "
+             "one row per input id, in bounded memory. Re-running the same command resumes.",
+             "  distclust assign runs/mnist-dec/model data/mnist out/mnist-dec\n"
+             "  distclust assign runs/digits/model /lake/events/ out/events --actors 8")
+    s.add_argument("model", help="model directory (RUN_DIR/model, or the run directory)")
+    s.add_argument("data", help="ingested dataset, a Parquet folder with id/features columns (any layout, "
+                                "Hive-partitioned included), or any file ingest reads")
+    s.add_argument("out", help="output folder (keeps the input's folder layout)")
+    s.add_argument("--overwrite", action="store_true", help="replace OUT if it holds another assignment")
+    s.add_argument("--actors", type=int, default=None, help="assignment actors (default: one per free CPU)")
     s.add_argument("--rows-per-unit", type=int, default=500_000, help="rows per output file / resume unit")
     s.add_argument("--threads-per-actor", type=int, default=1,
                    help="torch / FAISS threads (and CPUs reserved) per actor; more actors usually beat more threads")
     s.add_argument("--gpu", action="store_true", help="run the encoder and FAISS on GPUs")
     s.add_argument("--allow-shift", action="store_true",
                    help="assign even if the data's value range is far from the training data's")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--stall-timeout", type=float, default=900.0,
+                   help="fail when no part finishes for this many seconds (0 = wait forever)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_assign)
 
-    s = sub.add_parser("evaluate", help="ACC / NMI / ARI / silhouette of an assignment against labels")
-    s.add_argument("assign_dir")
-    s.add_argument("data")
-    s.add_argument("--json")
-    s.add_argument("--silhouette-sample", type=int, default=5000)
+    s = _sub(sub, "evaluate", "ACC / NMI / ARI / silhouette of an assignment against labels",
+             "Join an assignment with the dataset's labels on id (streaming, bounded memory) and print ACC "
+             "(Hungarian), NMI, ARI and a sampled silhouette.",
+             "  distclust evaluate out/mnist-dec data/mnist --json out/mnist-dec.json")
+    s.add_argument("assign_dir", help="the OUT folder of 'distclust assign'")
+    s.add_argument("data", help="the ingested dataset that was assigned (with labels)")
+    s.add_argument("--json", help="also write the scores to this JSON file")
+    s.add_argument("--silhouette-sample", type=int, default=5000, help="rows sampled for the silhouette")
     s.set_defaults(fn=cmd_evaluate)
 
-    s = sub.add_parser("tune", help="Ray Tune sweep of a job spec, selected by a label-free metric")
-    s.add_argument("sweep")
+    s = _sub(sub, "tune", "Ray Tune sweep of a job spec, selected by a label-free metric",
+             "Run a Ray Tune sweep (tune/*.yaml) over a base job spec; each trial is a Ray Train run; the best "
+             "trial is chosen without labels.",
+             "  distclust tune tune/digits-k.yaml\n"
+             "  distclust tune tune/digits-k.yaml --data data/mnist --out runs/tune/mnist-k --set model.pretrain_epochs=20")
+    s.add_argument("sweep", help="sweep spec YAML (see tune/)")
     s.add_argument("--out", help="sweep directory (default runs/tune/NAME)")
     s.add_argument("--data", help="dataset; overrides the base job's data")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base job key")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing sweep in --out")
     s.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
     s.set_defaults(fn=cmd_tune)
 
-    s = sub.add_parser("report", help="(re)render the HTML report of a training run or a tune sweep")
+    s = _sub(sub, "report", "(re)render the HTML report of a training run or a tune sweep",
+             "Write RUN_DIR/report/index.html: curves, cluster sizes, confusion matrix, latent projection, examples.",
+             "  distclust report runs/digits\n  distclust report runs/tune/digits-k")
     s.add_argument("run_dir", help="a 'distclust train --out' directory, or a 'distclust tune' sweep directory")
     s.add_argument("--data", help="ingested dataset for the data sections (default: the one the run used)")
     s.add_argument("--sample", type=int, default=5000, help="rows sampled for sizes, confusion and examples")
     s.add_argument("--projection", choices=["pca", "tsne"], default="pca",
                    help="2-D projection of the latents (tsne: slower, separates clusters better)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the sample and the projection")
     s.set_defaults(fn=cmd_report)
 
     default_address = os.environ.get("DISTCLUST_JOB_ADDRESS", "http://127.0.0.1:8265")
-    s = sub.add_parser("submit", help="submit a train or tune spec to a Ray cluster (Job Submission API)")
-    s.add_argument("spec")
-    s.add_argument("--address", default=default_address, help="job server, e.g. http://HEAD:8265")
+    s = _sub(sub, "submit", "submit a train or tune spec to a Ray cluster (Job Submission API)",
+             "Upload the project and run 'distclust train' (jobs/*.yaml) or 'distclust tune' (tune/*.yaml) on a "
+             "Ray cluster. The job is checked against the cluster's resources before it is submitted; then its "
+             "logs are followed until it ends (unless --no-wait).",
+             "  distclust submit jobs/digits-ae-kmeans.yaml --address http://HEAD:8265 --out /shared/runs/digits\n"
+             "  distclust submit tune/digits-k.yaml --out /shared/runs/tune-k --no-wait")
+    s.add_argument("spec", help="job spec (jobs/*.yaml) or sweep spec (tune/*.yaml) inside the project folder")
+    s.add_argument("--address", default=default_address,
+                   help="job server, e.g. http://HEAD:8265 (default: $DISTCLUST_JOB_ADDRESS or http://127.0.0.1:8265)")
     s.add_argument("--out", required=True, help="run directory ON THE CLUSTER's shared storage")
     s.add_argument("--data", help="dataset path or URI as the cluster sees it")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
     s.add_argument("--pip", action="append", default=[], help="pip requirement for the job's runtime env")
     s.add_argument("--job-id", help="submission id (default: generated)")
     s.add_argument("--no-wait", action="store_true", help="return after submitting instead of following logs")
     s.set_defaults(fn=cmd_submit)
 
-    s = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
-    s.add_argument("action", choices=["status", "logs", "stop"])
-    s.add_argument("job_id")
-    s.add_argument("--address", default=default_address)
+    s = _sub(sub, "jobs", "status, logs or stop of a submitted job",
+             "Follow a job submitted with 'distclust submit'.",
+             "  distclust jobs status distclust-train-digits-1a2b3c\n"
+             "  distclust jobs logs distclust-train-digits-1a2b3c --follow")
+    s.add_argument("action", choices=["status", "logs", "stop"], help="what to do with the job")
+    s.add_argument("job_id", help="the id printed by 'distclust submit'")
+    s.add_argument("--address", default=default_address, help="job server, e.g. http://HEAD:8265")
     s.add_argument("--follow", action="store_true", help="with logs: stream until the job ends")
     s.set_defaults(fn=cmd_jobs)
 
-    s = sub.add_parser("models", help="list the registered models")
+    s = _sub(sub, "models", "list the registered models", "List every registered model with one line about it.",
+             "  distclust models")
     s.set_defaults(fn=cmd_models)
     return p
 

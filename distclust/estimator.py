@@ -28,7 +28,7 @@ class Clusterer:
     """Fit any registered distclust model on an in-memory array with Ray Train.
 
     Parameters: ``model`` (registered name), ``n_clusters``, ``workers`` (Ray Train
-    workers), ``cpus_per_worker``, ``batch_size``, ``seed``, ``normalize`` (data
+    workers; 0 = the same training loop in this process, without Ray), ``cpus_per_worker``, ``batch_size``, ``seed``, ``normalize`` (data
     normalisation mode), ``out_dir`` (keep the run there; default: a temporary
     directory removed after loading), ``quiet``; every other keyword is a model key.
     """
@@ -51,7 +51,7 @@ class Clusterer:
         return {"name": f"py-{self.model}", "data": {"normalize": self.normalize, "shards": max(2 * self.workers, 2)},
                 "model": {"name": self.model, "n_clusters": self.n_clusters, **self.params},
                 "train": {"batch_size": self.batch_size, "seed": self.seed, "quiet": self.quiet},
-                "scaling": {"num_workers": self.workers, "cpus_per_worker": self.cpus_per_worker}}
+                "scaling": {"num_workers": max(self.workers, 1), "cpus_per_worker": self.cpus_per_worker}}
 
     # -- fitting -----------------------------------------------------------------------
     def fit(self, X, y=None) -> "Clusterer":
@@ -72,7 +72,12 @@ class Clusterer:
                 arrays["y"] = np.asarray(y)
             np.savez(src, **arrays)
             run_dir = Path(self.out_dir) if self.out_dir else tmp / "run"
-            res = run_training(spec, run_dir, data=str(src))
+            if self.workers == 0:   # the same loop in this process, no Ray
+                from .engine.inprocess import train_inprocess
+
+                res = train_inprocess(spec, X=arrays["X"], y=arrays.get("y"), out_dir=run_dir)
+            else:
+                res = run_training(spec, run_dir, data=str(src))
             self.model_ = load(res.model_dir)
             self.history_ = res.history
             self.model_dir_ = res.model_dir if self.out_dir else None

@@ -75,11 +75,32 @@ def build_entrypoint(spec: str | Path, out: str, data: str | None = None, sets: 
     return kind, " ".join(shlex.quote(a) for a in argv)
 
 
+def preflight_spec(spec: str | Path, kind: str, sets: list[str] | None, address: str) -> None:
+    """Refuse, before submitting, a train job (or a sweep's base job) the cluster can never place."""
+    from .engine import preflight
+    from .spec import load_spec
+
+    if kind == "tune":
+        from .tuning import load_sweep
+
+        _, base_raw, _ = load_sweep(spec, sets)
+        job = load_spec(base_raw)
+    else:
+        job = load_spec(spec, sets)
+    try:
+        nodes = preflight.node_resources(address)
+    except Exception:  # noqa: BLE001 - an old head without the state API: the job's own check still runs
+        return
+    if nodes:
+        preflight.check_training(job, nodes=nodes)
+
+
 def submit(spec: str | Path, address: str, out: str, data: str | None = None, sets: list[str] | None = None,
            pip: list[str] | None = None, job_id: str | None = None, extra: list[str] | None = None,
            retry_s: float = 120.0) -> str:
     """Submit a train/tune spec; returns the job id. ``out`` must be on storage the cluster shares."""
     kind, entrypoint = build_entrypoint(spec, out, data, sets, extra)
+    preflight_spec(spec, kind, sets, address)
     runtime_env = {"working_dir": str(PROJECT_ROOT), "excludes": EXCLUDES,
                    "env_vars": {"PYTHONUNBUFFERED": "1"}}
     if pip:

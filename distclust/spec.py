@@ -152,6 +152,7 @@ class TrainSpec:
     max_failures: int = 0            # worker-group restarts Ray Train may do from the last checkpoint
     early_stop_patience: int = 0     # stop a stage after this many epochs without improvement (0 = off)
     early_stop_min_delta: float = 1e-3   # an improvement is a relative drop of at least this much
+    stall_timeout_s: float = 900.0   # fail a run with no finished step for this long (0 = wait forever)
     quiet: bool = False
 
     def check(self, s: str) -> None:
@@ -171,6 +172,8 @@ class TrainSpec:
         require(0 <= self.early_stop_min_delta < 1, f"{s}.early_stop_min_delta",
                 f"'{s}.early_stop_min_delta' is {self.early_stop_min_delta}",
                 "use a relative improvement in [0, 1), e.g. 0.001 (0.1 %)")
+        require(self.stall_timeout_s >= 0, f"{s}.stall_timeout_s", f"'{s}.stall_timeout_s' is {self.stall_timeout_s}",
+                "use a number of seconds such as 900, or 0 to turn the stall watchdog off")
 
 
 @dataclass
@@ -184,6 +187,7 @@ class ScalingSpec:
     address: str | None = None       # Ray address; null = start a local Ray
     storage_path: str | None = None  # checkpoints; default RUN_DIR/ray (shared storage on a cluster)
     local_num_cpus: int | None = None  # logical CPUs of a local Ray (default: max(cores, workers*cpus+1))
+    autoscaling: bool = False        # the cluster adds nodes on demand: the pre-flight check only warns
 
     def check(self, s: str) -> None:
         require(self.num_workers >= 1, f"{s}.num_workers", f"'{s}.num_workers' is {self.num_workers}",
@@ -290,11 +294,13 @@ def spec_from_dict(raw: dict, where: str = "<dict>") -> JobSpec:
                         "add a model section, e.g. model: {name: ae-kmeans, n_clusters: 10}")
     model_cls = get_model_class(model_raw["name"])
     try:
+        model = build(model_cls.Params, model_raw, "model", ignore=("name",))
+        model.check_training("model")     # training-only checks (a saved model loads without them)
         return JobSpec(
             name=str(raw.get("name") or model_raw["name"]),
             data=build(DataSpec, raw.get("data"), "data"),
             model_name=model_cls.name,
-            model=build(model_cls.Params, model_raw, "model", ignore=("name",)),
+            model=model.resolved(),
             train=build(TrainSpec, raw.get("train"), "train"),
             scaling=build(ScalingSpec, raw.get("scaling"), "scaling"),
             source=where,

@@ -39,7 +39,8 @@ from .errors import DistclustError, SpecError, did_you_mean
 from .spec import apply_overrides, build, read_yaml, require
 
 SCORE_SPACES = ("embedding", "pretrained", "features")
-METRIC_MODES = {"silhouette": "max", "davies_bouldin": "min", "bic": "min", "loss": "min", "stability": "max",
+METRIC_MODES = {"silhouette": "max", "davies_bouldin": "min", "bic": "min", "loss": "min", "neg_elbo": "min",
+                "stability": "max",
                 "acc": "max", "nmi": "max", "ari": "max"}
 LABEL_METRICS = ("acc", "nmi", "ari")
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint", "qrandint")
@@ -118,6 +119,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
         raise SpecError("score_space is 'pretrained' but the base job has no model.pretrained", f"{path}: score_space",
                         "train the autoencoder once (e.g. jobs/mnist-ae-kmeans.yaml) and pass "
                         "--set model.pretrained=RUN_DIR/model, or use score_space: embedding or features")
+    check_objective(sweep, base_spec, path)
     for key, dom in sweep.search.items():  # each searched key must be a valid job key
         kind, vals = next(iter(dom.items()))
         probe = vals[0] if isinstance(vals, list) and vals else vals
@@ -126,6 +128,23 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
         except SpecError as e:
             raise SpecError(f"search key '{key}': {e.what}", f"{path}: search.{key}", e.fix) from None
     return sweep, base_raw, path
+
+
+def check_objective(sweep: SweepSpec, base_spec, path: Path) -> None:
+    """Refuse comparing trials on a loss that the swept keys themselves reweight (e.g. a KL-anneal
+    schedule): trials with different schedules would be ranked on different objectives."""
+    weighting = getattr(type(base_spec.model), "LOSS_WEIGHTING", ())
+    swept = [k.split(".", 1)[1] for k in sweep.search if k.startswith("model.")]
+    bad = [k for k in swept if weighting and k.startswith(weighting)]
+    uses = [name for name, m in (("metric", sweep.metric), ("asha_metric", sweep.asha_metric if sweep.scheduler == "asha"
+                                                                        else None)) if m == "loss"]
+    if bad and uses:
+        better = getattr(type(base_spec.model), "UNWEIGHTED_METRIC", None)
+        raise SpecError(f"the sweep compares trials on the training loss ({', '.join(uses)}: loss), but the swept "
+                        f"{', '.join(bad)} change how that loss is weighted, so each trial would be judged on a "
+                        "different objective", f"{path}: {uses[0]}",
+                        f"set {' and '.join(uses)} to {better} (the unweighted bound)" if better else
+                        "select by a label-free score (e.g. metric: silhouette) and use scheduler: none")
 
 
 def _kv(item: str):
@@ -226,6 +245,9 @@ def _trial(config: dict, sweep_raw: dict, base_raw: dict, data_root: str, out_ro
     scores = score_model(res.model_dir, X, y, sweep.seed, sweep.score_space, getattr(spec.model, "pretrained", None))
     losses = [h["loss"] for h in res.history if "loss" in h]
     scores["loss"] = float(losses[-1]) if losses else float("nan")
+    bound = [h["neg_elbo"] for h in res.history if "neg_elbo" in h]
+    if bound:
+        scores["neg_elbo"] = float(bound[-1])
     if sweep.metric == "stability":  # the same trial again with another seed; ARI between the two
         from sklearn.metrics import adjusted_rand_score
 

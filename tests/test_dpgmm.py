@@ -81,13 +81,13 @@ def _stats_loop(config):
     """Every rank: global_pass of DP statistics under a fixed mixture, then one M-step and again."""
     import ray.train
 
-    from distclust.engine.context import WorkerContext
+    from distclust.engine.worker import make_context
+    from distclust.spec import spec_from_dict
 
+    cfg = config["train_config"]
     ctx_t = ray.train.get_context()
     rank, world = ctx_t.get_world_rank(), ctx_t.get_world_size()
-    ctx = WorkerContext(torch.nn.Linear(1, 1), ray.train.get_dataset_shard("train"), rank, world,
-                        torch.device("cpu"), 0, 32, config["rank_rows"][rank], config["steps_per_epoch"], 1000)
-    ctx.cache_shard()
+    ctx = make_context(cfg, spec_from_dict(cfg.spec).train, torch.nn.Linear(1, 1), rank, world, torch.device("cpu"))
     out = {}
     for cov in ("diag", "full"):
         mix = _fixed_mixture(16, cov)
@@ -96,9 +96,9 @@ def _stats_loop(config):
         st2 = ctx.global_pass(lambda b: mix.stats(b["features"]))
         out.update({f"{cov}_{k}": v.numpy() for k, v in st.items()})
         out.update({f"{cov}_2_{k}": v.numpy() for k, v in st2.items()})
-        out[f"{cov}_rank_rows"] = np.array(config["rank_rows"])
+        out[f"{cov}_rank_rows"] = np.array(cfg.rank_rows)
     if rank == 0:
-        np.savez(Path(config["spec"]["name"], "stats.npz"), **out)
+        np.savez(Path(cfg.spec["name"], "stats.npz"), **out)
     ray.train.report({"done": 1})
 
 

@@ -20,21 +20,44 @@ from distclust.spec import load_spec
 def _record_ids_loop(config):
     """A train loop that records, per rank, the ids of one training epoch and of one full pass."""
     import ray.train
+    import torch
 
-    from distclust.engine.context import WorkerContext
+    from distclust.engine.worker import make_context
+    from distclust.spec import spec_from_dict
 
+    cfg = config["train_config"]
     ctx_t = ray.train.get_context()
     rank, world = ctx_t.get_world_rank(), ctx_t.get_world_size()
-    ctx = WorkerContext(None, ray.train.get_dataset_shard("train"), rank, world, __import__("torch").device("cpu"),
-                        0, 32, config["rank_rows"][rank], config["steps_per_epoch"], 1000)
-    if config["cache"]:
-        ctx.cache_shard()
+    ctx = make_context(cfg, spec_from_dict(cfg.spec).train, None, rank, world, torch.device("cpu"))
     full = np.concatenate([b["id"].numpy() for b in ctx.batches()])
     epoch = [b["id"].numpy() for b in ctx.epoch_batches(0)]
-    out = Path(config["spec"]["name"])
+    out = Path(cfg.spec["name"])
     np.save(out / f"full-{rank}.npy", full)
     (out / f"steps-{rank}.json").write_text(json.dumps(len(epoch)))
     ray.train.report({"rows": int(len(full))})
+
+
+def _train_recording_ids(config):
+    """The real worker (real model, real loop) with each epoch's ids recorded per rank."""
+    from distclust.engine import context, worker
+
+    cfg = config["train_config"]
+    seen: list[np.ndarray] = []
+    orig = context.WorkerContext.epoch_batches
+
+    def recording(self, epoch):
+        ids = []
+        for b in orig(self, epoch):
+            ids.append(b["id"].numpy())
+            yield b
+        seen.append(np.concatenate(ids))
+        np.save(Path(cfg.spec["name"]) / f"epochs-{self.rank}.npy", np.array(seen, dtype=object), allow_pickle=True)
+
+    context.WorkerContext.epoch_batches = recording
+    try:
+        worker.train_fn(config)
+    finally:
+        context.WorkerContext.epoch_batches = orig
 
 
 @pytest.mark.parametrize("cache", ["always", "never"])
@@ -54,6 +77,97 @@ def test_two_workers_get_disjoint_shards_covering_all(ray_cluster, blobs_dataset
     assert sorted(a.tolist() + b.tolist()) == list(range(m.rows)), "rows missing or duplicated"
     # DDP needs the same number of steps on every worker
     assert json.loads((tmp_path / "steps-0.json").read_text()) == json.loads((tmp_path / "steps-1.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def unbalanced_dataset(tmp_path_factory):
+    """8 shards of unequal size (600 rows), for 3 workers."""
+    from conftest import make_blobs
+
+    from distclust.data import ingest
+
+    X, y = make_blobs(n=600)
+    src = tmp_path_factory.mktemp("unb") / "unb.npz"
+    np.savez(src, X=X, y=y)
+    out = tmp_path_factory.mktemp("unbds") / "ds"
+    ingest(src, out, shards=8, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("cache", ["never", "always"])
+def test_every_row_every_epoch_on_unbalanced_shards(ray_cluster, unbalanced_dataset, tmp_path, cache):
+    """A real model over 8 shards on 3 workers, streaming or cached: each epoch visits every id."""
+    import ray.cloudpickle
+
+    from distclust.data import split_files
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    raw = tiny_spec(pretrain_epochs=3)
+    raw["name"] = str(tmp_path)
+    raw["data"]["materialize"] = cache
+    raw["train"].update(batch_size=40, shuffle_buffer=64)
+    raw["scaling"].update(num_workers=3, cpus_per_worker=0.5)
+    spec = load_spec(raw)
+    m = Manifest.load(unbalanced_dataset)
+    rows = [r for _, r in split_files(m, unbalanced_dataset, 3)]
+    assert len(set(rows)) > 1, "the shards should be unbalanced for this test to mean anything"
+    res = fit_trainer(build_trainer(spec, tmp_path, unbalanced_dataset, m, quiet=True, loop=_train_recording_ids))
+    assert res.checkpoint is not None
+    per_rank = [np.load(tmp_path / f"epochs-{r}.npy", allow_pickle=True) for r in range(3)]
+    assert all(len(e) == 3 for e in per_rank), "3 pretraining epochs on every rank"
+    for epoch in range(3):
+        seen = np.concatenate([e[epoch] for e in per_rank])
+        assert set(seen.tolist()) == set(range(m.rows)), f"epoch {epoch} missed rows"
+    assert max(rows) in {len(e[0]) for e in per_rank}   # the largest shard: each row exactly once
+
+
+def test_dec_refreshes_its_target_while_streaming(ray_cluster, blobs_dataset, tmp_path):
+    """DEC's target refresh is a global pass started inside a running epoch: it must work when streaming."""
+    raw = tiny_spec("dec", cluster_epochs=2, update_interval=3, tol=0.0)
+    raw["data"]["materialize"] = "never"
+    res = run_training(load_spec(raw), tmp_path / "run", data=str(blobs_dataset))
+    cluster = [h for h in res.history if h["stage"] == "cluster"]
+    assert len(cluster) == 2 and cluster[-1]["target_refreshes"] >= 3
+    assert res.metrics["acc"] > 0.9
+
+
+def _ae_spec(k: int, epochs: int, storage: Path) -> dict:
+    raw = tiny_spec(pretrain_epochs=epochs, n_clusters=k)
+    raw["scaling"]["storage_path"] = str(storage)
+    raw["train"]["checkpoint_every"] = 1
+    return raw
+
+
+def test_runs_sharing_a_storage_path_never_see_each_other(ray_cluster, blobs_dataset, tmp_path):
+    """Run A (K=4, 3 epochs), then run B (K=3, 2 epochs) on the same storage path: B trains from epoch 1
+    with its own prototypes; a --resume of the finished A hands A back as it was."""
+    storage = tmp_path / "shared-storage"
+    a = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "a", data=str(blobs_dataset))
+    b = run_training(load_spec(_ae_spec(3, 2, storage)), tmp_path / "b", data=str(blobs_dataset))
+    pre_b = [h for h in b.history if h["stage"] == "pretrain"]
+    assert [h["epoch"] for h in pre_b] == [1, 2], "run B must train its own epochs from the start"
+    assert distclust.load(b.model_dir).cluster_centers_.shape == (3, 4)
+    assert distclust.load(a.model_dir).cluster_centers_.shape == (4, 4)
+    ids = {json.loads((tmp_path / r / "run.json").read_text())["run_id"] for r in ("a", "b")}
+    assert len(ids) == 2 and all(any(storage.glob(f"distclust-{i}/checkpoint_*")) for i in ids)
+    again = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "a", data=str(blobs_dataset), resume=True)
+    assert again.already_finished and again.model_dir == a.model_dir
+
+
+def test_resume_continues_its_own_run_only(ray_cluster, blobs_dataset, tmp_path):
+    """An interrupted run (its model removed, checkpoints kept) resumes from its own last checkpoint,
+    not from another run's on the same storage path."""
+    import shutil
+
+    storage = tmp_path / "shared-storage"
+    run_training(load_spec(_ae_spec(3, 2, storage)), tmp_path / "other", data=str(blobs_dataset))
+    first = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "mine", data=str(blobs_dataset))
+    shutil.rmtree(first.model_dir)     # as if killed after its last checkpoint
+    res = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "mine", data=str(blobs_dataset), resume=True)
+    assert not res.already_finished
+    assert distclust.load(res.model_dir).cluster_centers_.shape == (4, 4)
+    pre = [h for h in res.history if h["stage"] == "pretrain"]
+    assert [h["epoch"] for h in pre] == [1, 2, 3]    # its own 3 epochs, carried in its checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +229,12 @@ def test_resume_falls_back_to_newest_whole_unregistered_checkpoint(tmp_path):
     old, new = tmp_path / "checkpoint_2026-01-01_00-00-01", tmp_path / "checkpoint_2026-01-01_00-00-02"
     old.mkdir()
     new.mkdir()
-    torch.save({"next_epoch": 3}, old / STATE_FILE)
+    torch.save({"next_epoch": 3, "run_id": "r1"}, old / STATE_FILE)
     (new / STATE_FILE).write_bytes(b"PK\x03\x04 half-copied")  # the copy the kill interrupted
-    assert _unregistered_state([str(new), str(old)], "cpu") == {"next_epoch": 3}
-    assert _unregistered_state([str(new)], "cpu") is None
+    assert _unregistered_state([str(new), str(old)], "cpu", "r1") == {"next_epoch": 3, "run_id": "r1"}
+    assert _unregistered_state([str(new)], "cpu", "r1") is None
+    with pytest.raises(distclust.errors.DistclustError, match="belongs to run"):   # another run's checkpoint
+        _unregistered_state([str(old)], "cpu", "r2")
 
 
 # --------------------------------------------------------------------------- early stopping

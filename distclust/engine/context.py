@@ -1,6 +1,6 @@
-"""What a model's hooks may do on a worker: iterate its shard, run a global pass
-with an all-reduce, gather a sample, broadcast. Works with 1 or many workers
-(collectives become no-ops when there is no process group)."""
+"""What the loop and a model's hooks may do on a worker: iterate its shard, run a global
+pass with an all-reduce, gather a sample, broadcast. Works with 1 or many workers
+(collectives become no-ops when there is no process group); imports nothing from Ray."""
 from __future__ import annotations
 
 import math
@@ -18,84 +18,65 @@ def _distributed() -> bool:
 
 
 class WorkerContext:
-    def __init__(self, model, iterator, rank: int, world_size: int, device: torch.device, seed: int,
-                 batch_size: int, rank_rows: int, steps_per_epoch: int, shuffle_buffer: int,
-                 n_classes: int | None = None, eval_batch_size: int = 4096):
+    """What the loop and a model's hooks see of their worker: its shard (a ``ShardReader``), its rank,
+    the collectives, and the run's clocks (stage, epoch, global step)."""
+
+    def __init__(self, model, reader, rank: int, world_size: int, device: torch.device, seed: int,
+                 batch_size: int, steps_per_epoch: int, n_classes: int | None = None,
+                 eval_batch_size: int = 4096):
         self.model = model                # the unwrapped ClusterModel
-        self.iterator = iterator          # this worker's ray.data DataIterator
+        self.reader = reader              # this worker's ShardReader (pyarrow; no Ray)
         self.rank, self.world_size = rank, world_size
         self.device, self.seed = device, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.rank_rows, self.steps_per_epoch = rank_rows, steps_per_epoch
-        self.shuffle_buffer = shuffle_buffer
+        self.steps_per_epoch = steps_per_epoch
         self.n_classes = n_classes
         self.stage: str = ""
         self.epoch = 0                    # epoch within the current stage
+        self.epochs_done = 0              # training epochs finished since the start of the run
         self.global_step = 0              # optimiser steps since the start of the run
         self.stop_requested = False
-        self._cache: dict[str, torch.Tensor] | None = None
+        self.heartbeat = lambda step, force=False: None   # the stall watchdog's: set by the launcher
+
+    @property
+    def rank_rows(self) -> int:
+        return self.reader.rows
 
     @classmethod
-    def in_memory(cls, model, X: torch.Tensor, y: torch.Tensor, device, seed: int, batch_size: int,
-                  eval_batch_size: int = 8192) -> "WorkerContext":
-        """A single-process context over tensors already in memory (no Ray): for drivers that run
-        the same stages on one GPU host, e.g. the in-process benchmarks."""
+    def in_memory(cls, model, X: torch.Tensor, y: torch.Tensor | None, device, seed: int, batch_size: int,
+                  eval_batch_size: int = 8192, shuffle_buffer: int = 20000) -> "WorkerContext":
+        """A single-process context over tensors already in memory (no Ray, no process group)."""
+        from ..data.shard_reader import ShardReader
+
         n = len(X)
-        ctx = cls(model, None, 0, 1, device, seed, batch_size, n, math.ceil(n / batch_size), n,
-                  n_classes=int(y.max()) + 1, eval_batch_size=eval_batch_size)
-        ctx._cache = {"id": torch.arange(n, device=device), "features": X, "label": y}
-        return ctx
-
-    def cache_shard(self) -> None:
-        """Read this worker's whole shard once (through Ray Data) and keep it as tensors.
-
-        Epochs then shuffle in memory: far faster than a Ray Data pass per epoch for data that
-        fits (the driver decides by size); larger data streams from Parquet every epoch."""
-        parts: dict[str, list[torch.Tensor]] = {}
-        for batch in self.iterator.iter_torch_batches(batch_size=65536, drop_last=False):
-            for k, v in batch.items():
-                parts.setdefault(k, []).append(v)
-        cache = {k: torch.cat(v) for k, v in parts.items()}
-        order = torch.argsort(cache["id"])  # block arrival order varies; id order does not
-        self._cache = {k: v[order].to(self.device) for k, v in cache.items()}
+        tensors = {"id": torch.arange(n), "features": torch.as_tensor(X, dtype=torch.float32)}
+        if y is not None:
+            tensors["label"] = torch.as_tensor(y, dtype=torch.int64)
+        reader = ShardReader.from_tensors(tensors, shuffle_buffer, device)
+        return cls(model, reader, 0, 1, torch.device(device), seed, batch_size, math.ceil(n / batch_size),
+                   n_classes=int(tensors["label"].max()) + 1 if y is not None else None,
+                   eval_batch_size=eval_batch_size)
 
     # -- iteration ----------------------------------------------------------------
-    def batches(self, batch_size: int | None = None, shuffle_seed: int | None = None,
-                limit: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches of this worker's shard as tensors on the device (``limit`` batches at most)."""
-        bs = batch_size or self.batch_size
-        if self._cache is not None:
-            n_rows = len(self._cache["id"])
-            if shuffle_seed is not None and self.shuffle_buffer > 0:
-                g = torch.Generator().manual_seed(int(shuffle_seed))
-                order = torch.randperm(n_rows, generator=g).to(self.device)
-            else:
-                order = None
-            for i, s in enumerate(range(0, n_rows, bs)):
-                if limit is not None and i >= limit:
-                    break
-                idx = order[s:s + bs] if order is not None else slice(s, s + bs)
-                yield {k: v[idx] for k, v in self._cache.items()}
-            return
-        kw = {}
-        if shuffle_seed is not None and self.shuffle_buffer > 0:
-            kw = {"local_shuffle_buffer_size": min(self.shuffle_buffer, max(self.rank_rows, 1)),
-                  "local_shuffle_seed": int(shuffle_seed)}
-        n = 0
-        for batch in self.iterator.iter_torch_batches(batch_size=bs, drop_last=False, **kw):
-            if limit is not None and n >= limit:
-                break
-            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            n += 1
+    def batches(self, batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Every row of this worker's shard once, in a fixed order, as tensors on the device."""
+        for b in self.reader.iter_once(batch_size or self.batch_size):
+            yield {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+            self.heartbeat(self.global_step)   # global passes count as progress
 
     def epoch_batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Shuffled training batches; every worker yields exactly ``steps_per_epoch`` (DDP needs equal steps)."""
+        """Shuffled training batches; every worker yields exactly ``steps_per_epoch`` (DDP needs equal
+        steps), wrapping around its shard when it is smaller than the largest one."""
         seed = (self.seed * 1_000_003 + epoch * 7919 + self.rank) % (2 ** 31)
-        yield from self.batches(shuffle_seed=seed, limit=self.steps_per_epoch)
+        for b in self.reader.epoch_batches(self.batch_size, self.steps_per_epoch, seed):
+            yield {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
 
     # -- collectives --------------------------------------------------------------
     def all_reduce(self, t: torch.Tensor, op=None) -> torch.Tensor:
+        """Sum (or ``op``: a ``dist.ReduceOp`` or "max" / "min") of ``t`` over all ranks."""
         if _distributed():
+            if isinstance(op, str):
+                op = {"max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN, "sum": dist.ReduceOp.SUM}[op]
             t = t.clone()
             dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
         return t

@@ -26,6 +26,10 @@ _ENV_DEFAULTS = {
     # each a new worker process: 6-10 s before a training worker's first batch on 2 cores, against
     # 0.1 s with the V1 reader (measured; see docs/architecture.md, "traps").
     "RAY_DATA_USE_DATASOURCE_V2": "0",
+    # the raylet waits only a few seconds for its dashboard agent (a Python process) and then aborts
+    # ("Check failed ... WaitForDashboardAgentPorts"); on a busy 2-core machine the agent's imports take
+    # longer, so ray.init failed with "The current node timed out during startup" (measured)
+    "RAY_agent_register_timeout_ms": "180000",
 }
 
 

@@ -1,9 +1,13 @@
-"""The driver side of training: data → per-worker shards → ``TorchTrainer`` → artifact.
+"""The driver side of training: data → per-worker shard files → ``TorchTrainer`` → artifact.
 
 ``ScalingConfig``, ``RunConfig`` and the data split are built here and only here.
-Each worker gets its own disjoint list of shard files (``ShardFilesDataConfig``),
-so a run is reproducible for a given seed and worker count, every row belongs
-to exactly one worker, and all workers take the same number of steps per epoch.
+Each worker gets its own disjoint list of shard files, which it reads itself with
+pyarrow (``data/shard_reader.py``), so a run is reproducible for a given seed and
+worker count, every row belongs to exactly one worker, reads never wait for CPUs the
+workers hold, and all workers take the same number of steps per epoch. Each run has
+its own identity (``run.json``), the name of its checkpoint folder; the driver checks
+that the cluster can place the job before starting it (``preflight.py``) and fails a
+run that stops making progress (``watchdog.py``).
 """
 from __future__ import annotations
 
@@ -11,14 +15,15 @@ import json
 import math
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DistclustError, OutputExistsError, SpecError
-from .ray_setup import ensure_ray, use_datasource_v2, local_cpus
+from .ray_setup import ensure_ray, local_cpus
 from .worker import ERROR_MARK, train_fn
 
-RUN_NAME = "train"
+RUN_FILE = "run.json"       # the run's identity, in its output directory
 CACHE_LIMIT_BYTES = 2 << 30  # data.materialize "auto": a worker holds its shard in memory below 2 GiB
 
 
@@ -29,24 +34,7 @@ class TrainResult:
     metrics: dict
     history: list
     wall_s: float
-
-
-def _data_config_cls():
-    from ray.train import DataConfig
-
-    class ShardFilesDataConfig(DataConfig):
-        """Give rank r the dataset built from its own shard files (no dynamic splitting)."""
-
-        def __init__(self, per_rank):
-            super().__init__(datasets_to_split=[])
-            self.per_rank = per_rank
-
-        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-            if len(self.per_rank) != world_size:
-                raise ValueError(f"{len(self.per_rank)} shard lists for {world_size} workers")
-            return [{name: self.per_rank[r].iterator() for name in datasets} for r in range(world_size)]
-
-    return ShardFilesDataConfig
+    already_finished: bool = False
 
 
 def _worker_error(exc: BaseException) -> DistclustError | None:
@@ -73,27 +61,55 @@ def _worker_error(exc: BaseException) -> DistclustError | None:
 
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
+        unfinished = (out / RUN_FILE).is_file() or (out / "ray").exists()
         if overwrite:
             shutil.rmtree(out)
         elif (out / "model").exists() and not resume:
             raise OutputExistsError(f"run directory '{out}' already holds a trained model", str(out),
                                     "pass a new --out, or --overwrite to replace it")
-        elif (out / "ray").exists() and not resume:
+        elif unfinished and not resume:
             raise OutputExistsError(f"run directory '{out}' holds an unfinished run", str(out),
                                     "pass --resume to continue it from its last checkpoint, --overwrite to start "
                                     "again, or a new --out")
     out.mkdir(parents=True, exist_ok=True)
 
 
-def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None, callbacks=None):
+def run_identity(out: Path, resume: bool) -> str:
+    """This run's id: read back from ``out/run.json`` when resuming, else a new one written there.
+
+    The id names the run's Ray Train folder under the storage path and is stored in every checkpoint, so
+    runs (and sweep trials) that share one ``scaling.storage_path`` never see each other's checkpoints.
+    """
+    f = out / RUN_FILE
+    if resume and f.is_file():
+        return json.loads(f.read_text())["run_id"]
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    f.write_text(json.dumps({"run_id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+    return run_id
+
+
+@dataclass
+class PreparedRun:
+    """A ``TorchTrainer`` and what the driver needs to watch it."""
+
+    trainer: object
+    run_id: str
+    board: object | None
+    stall_timeout_s: float
+    storage_dir: Path
+
+
+def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None, callbacks=None,
+                  run_id: str | None = None, resume: bool = False) -> PreparedRun:
     """The ``TorchTrainer`` for ``spec`` over the ingested dataset at ``root`` (the one place where
     ScalingConfig, RunConfig and the per-worker data split are made)."""
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from ..data import split_files
     from ..spec import as_dict
+    from . import preflight, watchdog
+    from .config import TrainConfig
 
     k = spec.model.n_clusters
     if k > manifest.rows:
@@ -102,63 +118,53 @@ def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None,
     sc = spec.scaling
     world = sc.num_workers
     splits = split_files(manifest, root, world)
-    min_rows = min(r for _, r in splits)
-    steps = max(1, math.ceil(min_rows / spec.train.batch_size))
+    max_rows = max(r for _, r in splits)
+    steps = max(1, math.ceil(max_rows / spec.train.batch_size))   # the largest shard once; smaller ones wrap
 
     ensure_ray(sc.address, None if sc.address else local_cpus(world, sc.cpus_per_worker, sc.local_num_cpus))
-    rank_bytes = max(r for _, r in splits) * manifest.dim * 4
+    preflight.check_training(spec)
+    rank_bytes = max_rows * manifest.dim * 4
     cache = spec.data.materialize == "always" or (
         spec.data.materialize == "auto" and rank_bytes < CACHE_LIMIT_BYTES)
-    columns = ["id", "features"] + (["label"] if manifest.has_label else [])
-    per_rank = []
-    # the V1 Parquet reader: V2 (Ray 2.60's default) adds listing tasks and footer-reader actors,
-    # new worker processes that cost seconds per epoch stream here (see RAY_DATA_USE_DATASOURCE_V2)
-    ray.data.DataContext.get_current().use_datasource_v2 = use_datasource_v2()
-    for files, _ in splits:
-        # read tasks ask for a quarter CPU: training workers that hold whole CPUs cannot starve them
-        ds = ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files), num_cpus=0.25)
-        ds.context.execution_options.preserve_order = True  # same seed, same batches
-        per_rank.append(ds)
-    config = {
-        "spec": spec.to_dict(),
-        "input_dim": manifest.dim,
-        "stats": as_dict(manifest.stats),
-        "rank_rows": [r for _, r in splits],
-        "rank_files": [f for f, _ in splits],
-        "steps_per_epoch": steps,
-        "n_classes": manifest.n_classes if manifest.has_label else None,
-        "quiet": quiet,
-        "cache": cache,
-        "data_info": {"path": str(root), "rows": manifest.rows, "dim": manifest.dim,
-                      "has_label": manifest.has_label, "label_names": manifest.label_names,
-                      "source": manifest.source, "min": float(min(manifest.stats.min)),
-                      "max": float(max(manifest.stats.max)), "normalize": spec.data.normalize},
-    }
+    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    storage = Path(sc.storage_path or out / "ray")
+    name = f"distclust-{run_id}"
+    board = watchdog.make_board() if spec.train.stall_timeout_s > 0 else None
+    fallback = sorted((storage / name).glob("checkpoint_*"), reverse=True) if resume else []
+    cfg = TrainConfig(
+        spec=spec.to_dict(), input_dim=manifest.dim, stats=as_dict(manifest.stats),
+        rank_files=[f for f, _ in splits], rank_rows=[r for _, r in splits], steps_per_epoch=steps, cache=cache,
+        has_label=manifest.has_label, n_classes=manifest.n_classes if manifest.has_label else None,
+        data_info={"path": str(root), "rows": manifest.rows, "dim": manifest.dim,
+                   "has_label": manifest.has_label, "label_names": manifest.label_names,
+                   "source": manifest.source, "min": float(min(manifest.stats.min)),
+                   "max": float(max(manifest.stats.max)), "normalize": spec.data.normalize},
+        run_id=run_id, quiet=quiet, fallback_checkpoints=[str(d) for d in fallback], progress_board=board)
     resources = {"CPU": sc.cpus_per_worker}
     if sc.use_gpu:
         resources["GPU"] = sc.gpus_per_worker
-    storage = sc.storage_path or str(out / "ray")
-    run_root = Path(storage, RUN_NAME)
-    if run_root.is_dir():  # resuming: checkpoints on disk that the killed controller may not have recorded
-        config["fallback_checkpoints"] = [str(d) for d in sorted(run_root.glob("checkpoint_*"), reverse=True)]
-    return TorchTrainer(
+    trainer = TorchTrainer(
         loop or train_fn,
-        train_loop_config=config,
+        train_loop_config={"train_config": cfg},
         scaling_config=ScalingConfig(num_workers=world, use_gpu=sc.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
-        run_config=RunConfig(name=RUN_NAME, storage_path=storage,
+        run_config=RunConfig(name=name, storage_path=str(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=spec.train.max_failures),
                              callbacks=callbacks),
-        datasets={"train": per_rank[0]},
-        dataset_config=_data_config_cls()(per_rank),
     )
+    return PreparedRun(trainer, run_id, board, spec.train.stall_timeout_s, storage / name)
 
 
-def fit_trainer(trainer):
-    """``trainer.fit()`` with errors raised inside workers surfaced as DistclustError."""
+def fit_trainer(run: PreparedRun):
+    """``trainer.fit()`` under the stall watchdog, with errors raised inside workers surfaced as
+    DistclustError."""
+    from . import watchdog
+
     try:
-        result = trainer.fit()
+        result = watchdog.fit_watched(run.trainer.fit, run.board, run.stall_timeout_s, "train.stall_timeout_s")
+    except DistclustError:
+        raise
     except Exception as e:  # Ray wraps worker errors: surface ours, re-raise the rest
         err = _worker_error(e)
         if err is not None:
@@ -172,24 +178,47 @@ def fit_trainer(trainer):
     return result
 
 
+def finished_run(out: Path, t0: float) -> TrainResult | None:
+    """The result of a run in ``out`` that had already finished (``--resume`` then has nothing to do)."""
+    model_dir = out / "model"
+    if not (model_dir / "config.json").is_file():
+        return None
+    history = json.loads((model_dir / "history.json").read_text())
+    return TrainResult(out, model_dir, history[-1] if history else {}, history, time.time() - t0,
+                       already_finished=True)
+
+
 def run_training(spec, out_dir, data: str | None = None, resume: bool = False, overwrite: bool = False,
                  quiet: bool | None = None) -> TrainResult:
-    """Train ``spec`` with Ray Train; the artifact lands in ``out_dir/model``."""
+    """Train ``spec`` with Ray Train; the artifact lands in ``out_dir/model``.
+
+    With ``resume`` the run in ``out_dir`` continues from its own last checkpoint (and a run that had
+    finished is returned as it is, ``already_finished`` set); without it a run never reads checkpoints,
+    not even ones under a shared ``scaling.storage_path``.
+    """
     from ..data import resolve_dataset
 
     t0 = time.time()
     out = Path(out_dir).resolve()
     quiet = spec.train.quiet if quiet is None else quiet
-    fresh = not out.exists() or overwrite
+    fresh = not out.exists() or overwrite or not any(out.iterdir())
     prepare_run_dir(out, resume, overwrite)
+    if resume and (done := finished_run(out, t0)) is not None:
+        return done
+    run_id = run_identity(out, resume)
     try:
         root, manifest = resolve_dataset(data or spec.data.path, out / "data", spec.data.shards, progress=not quiet)
-        result = fit_trainer(build_trainer(spec, out, root, manifest, quiet))
+        result = fit_trainer(build_trainer(spec, out, root, manifest, quiet, run_id=run_id, resume=resume))
     except BaseException:
-        if fresh and not (out / "ray").exists():  # nothing worth resuming: leave no partial output
+        if fresh and not _has_checkpoints(spec, out, run_id):  # nothing worth resuming: leave no partial output
             shutil.rmtree(out, ignore_errors=True)
         raise
     return collect_artifact(result, out, t0)
+
+
+def _has_checkpoints(spec, out: Path, run_id: str) -> bool:
+    storage = Path(spec.scaling.storage_path or out / "ray")
+    return any((storage / f"distclust-{run_id}").glob("checkpoint_*"))
 
 
 def collect_artifact(result, out: Path, t0: float) -> TrainResult:

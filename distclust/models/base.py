@@ -27,10 +27,22 @@ class ModelParams:
     """Hyper-parameters shared by every model; subclasses add their own fields."""
 
     n_clusters: int = 10
+    # keys (prefixes) that change how the training loss is weighted (annealed KL weights, loss weights):
+    # trials that differ in them must not be compared on "loss"; UNWEIGHTED_METRIC is what to use instead
+    LOSS_WEIGHTING: ClassVar[tuple[str, ...]] = ()
+    UNWEIGHTED_METRIC: ClassVar[str | None] = None
 
     def check(self, s: str) -> None:
         require(self.n_clusters >= 1, f"{s}.n_clusters", f"'{s}.n_clusters' is {self.n_clusters}",
                 "use 1 or more clusters (and no more than the number of rows)")
+
+    def check_training(self, s: str) -> None:
+        """Checks that only training needs (e.g. that a ``pretrained`` folder exists). A saved model is
+        loaded with ``check`` alone, so a model folder copied anywhere still loads."""
+
+    def resolved(self) -> "ModelParams":
+        """A copy with paths made absolute where the spec is read (workers run in other folders)."""
+        return self
 
 
 @dataclass
@@ -45,6 +57,11 @@ class Stage:
     on_start: Callable[["WorkerContext"], dict | None] | None = None
     on_step: Callable[["WorkerContext", int], dict | None] | None = None        # before step i of the stage
     on_epoch_end: Callable[["WorkerContext", int], dict | None] | None = None
+    optimizer: str = "adam"    # adam | sgd (with momentum, as DEC-keras pretrains)
+    momentum: float = 0.9      # sgd only
+    lr_decay_every: int = 0    # multiply the lr by lr_decay every this many epochs (0 = constant lr)
+    lr_decay: float = 1.0
+    lr_floor: float = 0.0      # the decayed lr never drops below this
     monitor: str = "loss"      # per-epoch metric (lower is better) that early stopping watches
     min_epochs: int = 0        # early stopping is not checked before this many epochs (e.g. end of an anneal)
 

@@ -24,7 +24,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -59,13 +59,25 @@ class DECParams(AEParams):
                 "use 0 or more epochs")
         require(self.cluster_lr > 0, f"{s}.cluster_lr", f"'{s}.cluster_lr' is {self.cluster_lr}",
                 "use a positive learning rate such as 1e-4")
+
+    def check_training(self, s: str) -> None:
         if self.pretrained:
-            # resolved where the spec is read, so workers (any cwd) find it
-            self.pretrained = str(Path(self.pretrained).expanduser().resolve())
+            require(Path(self.pretrained).expanduser().exists(), f"{s}.pretrained",
+                    f"'{s}.pretrained' ({self.pretrained}) does not exist",
+                    "pass RUN_DIR/model of an ae-kmeans, dec or idec run, or leave pretrained out to pretrain")
+
+    def resolved(self):
+        import dataclasses
+
+        if not self.pretrained:
+            return self
+        # absolute where the spec is read, so workers (any cwd) find it
+        return dataclasses.replace(self, pretrained=str(Path(self.pretrained).expanduser().resolve()))
 
 
 @dataclass
 class IDECParams(DECParams):
+    LOSS_WEIGHTING: ClassVar[tuple[str, ...]] = ("gamma",)
     gamma: float = 0.1                 # weight of the clustering (KL) loss against reconstruction, as in IDEC
 
     def check(self, s: str) -> None:

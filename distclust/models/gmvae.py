@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -90,6 +91,8 @@ class GMVAEParams(ModelParams):
 class RelaxedParams(GMVAEParams):
     """Temperature annealing of the relaxed (Gumbel-Softmax / Concrete) sample of y, in epochs."""
 
+    LOSS_WEIGHTING: ClassVar[tuple[str, ...]] = ("w_", "temperature")
+
     temperature_schedule: str = "exp"   # exp | linear | cosine | step | constant
     temperature_start: float = 1.0
     temperature_end: float = 0.5        # the minimum temperature
@@ -137,6 +140,8 @@ class GumbelParams(RelaxedParams):
 
 @dataclass
 class ConcreteParams(RelaxedParams):
+    LOSS_WEIGHTING: ClassVar[tuple[str, ...]] = ("w_", "temperature", "kl_")
+    UNWEIGHTED_METRIC: ClassVar[str | None] = "neg_elbo"   # the bound with KL weight 1, whatever the schedule
     kl_schedule: str = "linear"         # linear | cosine | step | constant | exp (weight on KL(q(y|x) ‖ p(y)))
     kl_start: float = 0.0
     kl_end: float = 1.0
@@ -346,7 +351,7 @@ class GumbelGMVAE(_RelaxedGMVAE):
         l_c = categorical_kl(logits)
         loss = (p.w_rec * -rec + p.w_cat * l_c + p.w_gauss * l_g).mean()
         return {"loss": loss, "recon": rec.mean().detach(), "kl_z": l_g.mean().detach(),
-                "kl_y": l_c.mean().detach(), "temperature": torch.tensor(tau)}
+                "kl_y": l_c.mean().detach(), "temperature": torch.tensor(tau, device=x.device)}
 
 
 class ConcreteGMVAE(_RelaxedGMVAE):
@@ -393,7 +398,7 @@ class ConcreteGMVAE(_RelaxedGMVAE):
         loss = (-rec + kl_z + beta * kl_y).mean()
         return {"loss": loss, "neg_elbo": (kl_z + kl_y - rec).mean().detach(), "recon": rec.mean().detach(),
                 "kl_z": kl_z.mean().detach(), "kl_y": kl_y.mean().detach(),
-                "temperature": torch.tensor(tau), "kl_weight": torch.tensor(beta)}
+                "temperature": torch.tensor(tau, device=x.device), "kl_weight": torch.tensor(beta, device=x.device)}
 
 
 def sample_grid_png(model: GMVAE, path, n_per_component: int = 8, seed: int = 0, image_shape=None,

@@ -70,14 +70,25 @@ class VaDEParams(ModelParams):
         require(self.gmm_sample >= self.n_clusters, f"{s}.gmm_sample",
                 f"'{s}.gmm_sample' ({self.gmm_sample}) is below n_clusters ({self.n_clusters})", "raise gmm_sample")
         require(self.gmm_n_init >= 1, f"{s}.gmm_n_init", f"'{s}.gmm_n_init' is {self.gmm_n_init}", "use 1 or more")
+
+    def check_training(self, s: str) -> None:
         if self.pretrained is not None:
-            # resolved where the spec is read, so workers (any cwd) find it; a run dir means its model
             from ..artifact import artifact_dir
 
-            self.pretrained = str(artifact_dir(self.pretrained).resolve())
-            require(Path(self.pretrained, "weights.pt").is_file(), f"{s}.pretrained",
+            where = artifact_dir(self.pretrained)
+            require(Path(where, "weights.pt").is_file(), f"{s}.pretrained",
                     f"'{s}.pretrained' ({self.pretrained}) is not a distclust model directory (no weights.pt)",
                     "pass RUN_DIR/model of an ae-kmeans (or same-network) run on the same data, or null to pretrain")
+
+    def resolved(self):
+        import dataclasses
+
+        if self.pretrained is None:
+            return self
+        from ..artifact import artifact_dir
+
+        # absolute where the spec is read, so workers (any cwd) find it; a run dir means its model
+        return dataclasses.replace(self, pretrained=str(artifact_dir(self.pretrained).resolve()))
 
 
 def load_pretrained_autoencoder(model: nn.Module, path: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-BOOKKEEPING = ("stage", "epoch", "stage_epochs", "epochs_done", "stage_index", "resumed_finished")
+from ..engine.records import BOOKKEEPING  # noqa: E402,F401  (one definition)
 ANNEALED = ("kl_weight", "temperature", "tau", "beta", "weight", "lambda", "gamma")
 
 

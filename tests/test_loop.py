@@ -1,0 +1,76 @@
+"""The one training loop: Ray-free, the same under the in-process and the Ray Train contexts, and the
+prepared GPU check runs end to end (on the CPU, without Ray or FAISS, as on the lent GPU machine)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, tiny_spec
+
+import distclust
+from distclust.spec import load_spec
+
+
+def test_the_loop_imports_nothing_from_ray():
+    code = ("import sys; import distclust.engine.loop, distclust.engine.inprocess, distclust.engine.context, "
+            "distclust.data.shard_reader; bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_inprocess_and_one_ray_worker_give_the_same_model(ray_cluster, blobs_dataset, tmp_path):
+    from distclust.engine.inprocess import train_inprocess
+    from distclust.engine.trainer import run_training
+
+    raw = tiny_spec(pretrain_epochs=1)
+    raw["scaling"].update(num_workers=1, cpus_per_worker=1)
+    raw["data"]["materialize"] = "always"
+    spec = load_spec(raw)
+    ray_res = run_training(spec, tmp_path / "ray", data=str(blobs_dataset))
+    torch.set_num_threads(1)   # the Ray worker's thread count: same float reductions
+    local = train_inprocess(spec, data=blobs_dataset, out_dir=tmp_path / "local", quiet=True)
+    a = torch.load(ray_res.model_dir / "weights.pt")
+    b = torch.load(local.model_dir / "weights.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"{k} differs")
+    keys = lambda h: [sorted(k for k in r if k not in ("time_s", "samples_per_s", "peak_rss_mib", "train_time_s"))
+                      for r in h]
+    assert keys(ray_res.history) == keys(local.history)
+    assert ray_res.history[0]["loss"] == pytest.approx(local.history[0]["loss"], rel=1e-4)
+
+
+def test_clusterer_without_ray_uses_the_same_loop(blobs_npz):
+    d = np.load(blobs_npz)
+    est = distclust.Clusterer("ae-kmeans", n_clusters=4, workers=0, latent_dim=4, hidden=[32], pretrain_epochs=3,
+                              kmeans_nredo=2).fit(d["X"], d["y"])
+    assert est.score(d["X"], d["y"])["acc"] > 0.95
+    assert [h["stage"] for h in est.history_][-1] == "done"
+
+
+def test_logged_values_are_moved_to_the_loop_device():
+    from distclust.engine.loop import _as_logged
+
+    dev = torch.device("cpu")
+    assert _as_logged(0.5, dev).dtype == torch.float32
+    assert _as_logged(torch.tensor(2.0, dtype=torch.float64), dev).dtype == torch.float32
+
+
+def test_gpu_check_dry_run_without_ray_or_faiss(tmp_path):
+    """As on the lent GPU machine (no Ray, no FAISS): every model trains one epoch, the report is written."""
+    out = tmp_path / "gpu_check.json"
+    code = ("import sys, runpy; sys.modules['ray'] = None; sys.modules['faiss'] = None; "
+            f"sys.argv = ['gpu_check.py', '--cpu-dry-run', '--out', {str(out)!r}, '--models', "
+            "'ae-kmeans,dec,concrete-gmvae,vade']; runpy.run_path('bench/gpu_check.py', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert rep["faiss"] is False and set(rep["models"]) == {"ae-kmeans", "dec", "concrete-gmvae", "vade"}
+    assert all(m["ok"] for m in rep["models"].values()), rep["models"]
+    assert rep["models"]["dec"]["acc"] > 0.5 and rep["throughput"]["ae-kmeans@256"] > 0

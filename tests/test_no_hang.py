@@ -1,0 +1,118 @@
+"""A job on a real cluster finishes or fails clearly: no read deadlock on a cluster with exactly the
+CPUs the workers ask for, a pre-flight refusal for a job that can never be placed, and a watchdog
+that fails a starved run naming what is pending."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_cli, tiny_spec
+
+import distclust
+from distclust.spec import load_spec
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_cpu_head(tmp_path):
+    """A real Ray head with exactly 2 CPUs, on its own ports, stopped by the test (its process group)."""
+    port, dash = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.setdefault("RAY_agent_register_timeout_ms", "180000")
+    proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                             "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
+                             "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
+                             "--temp-dir", str(tmp_path / "ray")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", dash), timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("ray start --head exited: " + proc.stdout.read().decode()[-2000:])
+            time.sleep(2)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_digits_job_on_a_two_cpu_head_finishes(two_cpu_head, tmp_path):
+    """The embedded default job, 2 workers × 1 CPU, on a head with exactly 2 CPUs: it finishes."""
+    out = tmp_path / "run"
+    r = run_cli("submit", "jobs/digits-ae-kmeans.yaml", "--address", two_cpu_head, "--out", out,
+                "--set", "model.pretrain_epochs=3", "--set", "model.hidden=[64]", "--set", "train.stall_timeout_s=240",
+                timeout=900, env={"RAY_ADDRESS": ""})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "SUCCEEDED" in r.stdout
+    assert distclust.load(out / "model").n_clusters_ == 10
+
+
+def test_a_job_larger_than_the_cluster_fails_at_once(ray_cluster, tmp_path):
+    t0 = time.time()
+    r = run_cli("train", "jobs/digits-ae-kmeans.yaml", "--out", tmp_path / "run", "--set", "scaling.num_workers=9",
+                timeout=300)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "asks for 9 × {CPU: 1}" in r.stderr and "can place only 4" in r.stderr, r.stderr
+    assert "--set scaling.num_workers=4" in r.stderr
+    assert time.time() - t0 < 120
+    assert not (tmp_path / "run").exists()   # nothing half-written
+
+
+def test_preflight_suggests_what_fits():
+    from distclust.engine.preflight import PreflightError, check_bundles
+
+    nodes = [{"CPU": 2.0}, {"CPU": 2.0}]
+    check_bundles(nodes, {"CPU": 1.0}, 4, "job", {"count": "scaling.num_workers"})          # fits exactly
+    with pytest.raises(PreflightError, match=r"scaling.cpus_per_worker=0.5"):
+        check_bundles(nodes, {"CPU": 1.0}, 8, "job", {"count": "scaling.num_workers", "CPU": "scaling.cpus_per_worker"})
+    with pytest.raises(PreflightError, match=r"use_gpu=false \(the cluster has no GPU\)"):
+        check_bundles(nodes, {"CPU": 1.0, "GPU": 1.0}, 1, "job", {"count": "scaling.num_workers"})
+    with pytest.raises(PreflightError, match="can place only 0"):     # 3 CPUs fit on no 2-CPU node
+        check_bundles(nodes, {"CPU": 3.0}, 1, "job", {"count": "scaling.num_workers"})
+    with pytest.warns(UserWarning, match="autoscaler"):
+        check_bundles(nodes, {"CPU": 3.0}, 1, "job", {}, autoscaling=True)
+
+
+def test_watchdog_fails_a_starved_run_naming_what_is_pending(ray_cluster, blobs_dataset, tmp_path):
+    """Another actor holds every CPU: the run's workers can never start; it fails within its timeout."""
+    import ray
+
+    from distclust.engine.trainer import run_training
+    from distclust.engine.watchdog import StallError
+
+    @ray.remote(num_cpus=ray.cluster_resources()["CPU"])
+    class Hog:
+        def ping(self):
+            return 1
+
+    hog = Hog.remote()
+    ray.get(hog.ping.remote())
+    raw = tiny_spec()
+    raw["train"]["stall_timeout_s"] = 20
+    raw["scaling"]["num_workers"] = 1
+    t0 = time.time()
+    try:
+        with pytest.raises(StallError, match=r"no progress for 20 s: .*waiting for resources"):
+            run_training(load_spec(raw), tmp_path / "run", data=str(blobs_dataset))
+        assert time.time() - t0 < 120
+    finally:
+        ray.kill(hog)
+    time.sleep(5)   # the stopped run does not start once the CPUs are free
+    assert ray.available_resources().get("CPU", 0) >= ray.cluster_resources()["CPU"] - 0.5
