@@ -121,7 +121,7 @@ def _silhouette(d_files, sample_ids, sample_clusters, data: Path, silhouette_sco
     if not sample_ids:
         return float("nan")
     ids = pa.chunked_array(sample_ids).combine_chunks() if len(sample_ids) > 1 else sample_ids[0]
-    cluster_of = pa.table({"id": ids, "cluster": pa.array(np.concatenate(sample_clusters))})
+    cluster_of = pd.Series(np.concatenate(sample_clusters), index=ids.to_numpy(zero_copy_only=False))
     feats = []
     for f in d_files:
         for rb in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=["id", "features"]):
@@ -130,9 +130,9 @@ def _silhouette(d_files, sample_ids, sample_clusters, data: Path, silhouette_sco
                 feats.append(pa.Table.from_batches([rb.filter(keep)]))
     if not feats:
         return float("nan")
-    t = pa.concat_tables(feats).join(cluster_of, "id", join_type="inner")
+    t = pa.concat_tables(feats)   # a few thousand rows (Arrow's join takes no list payloads)
     X = np.stack(t.column("features").to_numpy(zero_copy_only=False)).astype(np.float32)
-    lab = t.column("cluster").to_numpy()
+    lab = cluster_of.loc[t.column("id").to_numpy(zero_copy_only=False)].to_numpy()
     if manifest_cls is not None:
         std = np.asarray(manifest_cls.load(data).stats.std)
         X = X / np.where(std > 1e-12, std, 1.0)

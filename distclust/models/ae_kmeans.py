@@ -23,6 +23,11 @@ class AEParams(ModelParams):
     recon: str = "mse"                 # mse | bce (bce expects features in [0, 1])
     pretrain_epochs: int = 50
     pretrain_lr: float = 1e-3
+    pretrain_optimizer: str = "adam"   # adam | sgd (DEC-keras: sgd, lr 1, momentum 0.9)
+    pretrain_momentum: float = 0.9
+    pretrain_lr_decay_every: int = 0   # epochs between lr × pretrain_lr_decay (0 = constant)
+    pretrain_lr_decay: float = 0.1
+    weight_init: str = "glorot"        # glorot | variance_scaling (DEC-keras' VarianceScaling(1/3, fan_in))
     weight_decay: float = 0.0
     kmeans_niter: int = 100
     kmeans_nredo: int = 5
@@ -32,6 +37,13 @@ class AEParams(ModelParams):
         super().check(s)
         check_network_params(self, s, "[500, 500, 2000]")
         require(self.recon in ("mse", "bce"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'", "use mse or bce")
+        require(self.pretrain_optimizer in ("adam", "sgd"), f"{s}.pretrain_optimizer",
+                f"'{s}.pretrain_optimizer' is '{self.pretrain_optimizer}'", "use adam or sgd")
+        require(0 <= self.pretrain_momentum < 1 and self.pretrain_lr_decay_every >= 0 and 0 < self.pretrain_lr_decay <= 1,
+                f"{s}.pretrain_momentum", "pretrain_momentum must be in [0, 1), pretrain_lr_decay_every ≥ 0 and "
+                "pretrain_lr_decay in (0, 1]", "e.g. pretrain_momentum: 0.9, pretrain_lr_decay_every: 0")
+        require(self.weight_init in ("glorot", "variance_scaling"), f"{s}.weight_init",
+                f"'{s}.weight_init' is '{self.weight_init}'", "use glorot or variance_scaling")
         require(self.pretrain_epochs >= 0, f"{s}.pretrain_epochs",
                 f"'{s}.pretrain_epochs' is {self.pretrain_epochs}", "use 0 or more epochs")
         for key in ("pretrain_lr",):
@@ -75,14 +87,16 @@ class AEKMeans(ClusterModel):
 
     def __init__(self, input_dim, params: AEParams, normalizer=None):
         super().__init__(input_dim, params, normalizer)
-        self.ae = Autoencoder(input_dim, params.hidden, params.latent_dim, params.activation)
+        self.ae = Autoencoder(input_dim, params.hidden, params.latent_dim, params.activation,
+                              init=getattr(params, "weight_init", "glorot"))
         self.register_buffer("centroids", torch.zeros(params.n_clusters, params.latent_dim))
 
     # the pretraining stage is shared by DEC / IDEC / VaDE-style models
     def pretrain_stage(self) -> Stage:
         p = self.params
-        return Stage("pretrain", p.pretrain_epochs, p.pretrain_lr, p.weight_decay,
-                     parameters=self.ae.parameters)
+        return Stage("pretrain", p.pretrain_epochs, p.pretrain_lr, p.weight_decay, parameters=self.ae.parameters,
+                     optimizer=getattr(p, "pretrain_optimizer", "adam"), momentum=getattr(p, "pretrain_momentum", 0.9),
+                     lr_decay_every=getattr(p, "pretrain_lr_decay_every", 0), lr_decay=getattr(p, "pretrain_lr_decay", 1.0))
 
     def kmeans_stage(self) -> Stage:
         def run_kmeans(ctx):

@@ -46,6 +46,8 @@ class DECParams(AEParams):
     tol: float = 0.001                 # stop when fewer than this fraction of points change cluster
     cluster_epochs: int = 50           # at most; the tolerance rule usually ends the stage earlier
     cluster_lr: float = 1e-4
+    cluster_optimizer: str = "adam"    # adam | sgd (DEC-keras: sgd, lr 0.01, momentum 0.9)
+    cluster_momentum: float = 0.9
     pretrained: str | None = None      # ae-kmeans / dec / idec artifact (or run) dir: its autoencoder weights
 
     def check(self, s: str) -> None:
@@ -59,6 +61,9 @@ class DECParams(AEParams):
                 "use 0 or more epochs")
         require(self.cluster_lr > 0, f"{s}.cluster_lr", f"'{s}.cluster_lr' is {self.cluster_lr}",
                 "use a positive learning rate such as 1e-4")
+        require(self.cluster_optimizer in ("adam", "sgd") and 0 <= self.cluster_momentum < 1, f"{s}.cluster_optimizer",
+                f"'{s}.cluster_optimizer' is '{self.cluster_optimizer}' (momentum {self.cluster_momentum})",
+                "use adam, or sgd with cluster_momentum in [0, 1)")
 
     def check_training(self, s: str) -> None:
         if self.pretrained:
@@ -139,7 +144,7 @@ class DEC(AEKMeans):
 
         return [pre, Stage("kmeans", 0, 0.0, on_start=init),
                 Stage("cluster", p.cluster_epochs, p.cluster_lr, parameters=self.cluster_parameters,
-                      on_step=on_step)]
+                      on_step=on_step, optimizer=p.cluster_optimizer, momentum=p.cluster_momentum)]
 
     def cluster_parameters(self) -> list[nn.Parameter]:
         if self.use_reconstruction:

@@ -40,14 +40,30 @@ def mlp(dims: Sequence[int], activation: str = "relu", last_activation: bool = F
     return seq
 
 
+INITS = ("glorot", "variance_scaling")
+
+
+def variance_scaling_(module: nn.Module, scale: float = 1.0 / 3.0) -> None:
+    """Keras' VarianceScaling(scale, mode='fan_in', distribution='uniform') on every Linear, zero biases:
+    DEC-keras' initialisation for its SGD(lr=1, momentum=0.9) pretraining."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            limit = (3.0 * scale / m.in_features) ** 0.5
+            nn.init.uniform_(m.weight, -limit, limit)
+            nn.init.zeros_(m.bias)
+
+
 class Autoencoder(nn.Module):
     """Symmetric MLP autoencoder: d → hidden… → latent → …hidden → d (DEC default d-500-500-2000-10)."""
 
-    def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str = "relu"):
+    def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str = "relu",
+                 init: str = "glorot"):
         super().__init__()
         dims = [input_dim, *hidden, latent_dim]
         self.encoder = mlp(dims, activation)
         self.decoder = mlp(dims[::-1], activation)
+        if init == "variance_scaling":
+            variance_scaling_(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encoder(x)
