@@ -101,6 +101,24 @@ def cmd_tune(a) -> int:
     return 0
 
 
+def cmd_choose_k(a) -> int:
+    from .choose_k import run_choose_k
+
+    out = a.out or str(Path("runs") / "choose-k" / Path(a.spec).stem)
+    sel = run_choose_k(a.spec, a.data, a.k, out, space=a.space, model=a.model, sample=a.sample,
+                       replicates=a.replicates, seed=a.seed, sets=a.set, overwrite=a.overwrite, progress=not a.quiet)
+    cols = ("k", "stability", "ref_stability", "excess_stability", "prediction_strength", "gap", "gap_sd")
+    print("\n" + "  ".join(f"{c:>10}" for c in cols))
+    for r in sel.table:
+        print("  ".join(f"{r[c]:>10}" if c == "k" else f"{r[c]:>10.4f}" for c in cols))
+    print(f"\nper criterion: {', '.join(f'{c} {v}' for c, v in sel.choices.items())}")
+    print(f"chosen K = {sel.chosen}: {sel.reason} ({sel.rows} rows, {sel.seconds:.1f} s)")
+    for w in sel.warnings:
+        print(f"distclust choose-k: warning: {w}", file=sys.stderr)
+    print(str(Path(out).resolve() / "choose_k.json"))
+    return 0
+
+
 def cmd_report(a) -> int:
     from .report import is_sweep_dir, write_report, write_sweep_report
 
@@ -210,6 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help="Ray cluster address (default: local Ray)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_tune)
+
+    s = sub.add_parser("choose-k", help="estimate the number of clusters without labels (stability, gap, DP)")
+    s.add_argument("spec", help="job spec whose model gives the representation (trained once)")
+    s.add_argument("--data", help="dataset; overrides the spec's data.path")
+    s.add_argument("--k", required=True, help="K values to search: LO..HI, LO..HI:STEP or a list 4,6,8")
+    s.add_argument("--out", help="output directory (default runs/choose-k/NAME)")
+    s.add_argument("--space", default="embedding", help="embedding (the spec's model, trained once) or features")
+    s.add_argument("--model", help="use this trained artifact's embedding instead of training the spec")
+    s.add_argument("--sample", type=int, default=10_000, help="rows (seeded sample) the criteria use")
+    s.add_argument("--replicates", type=int, default=5, help="half-splits per K and reference data sets")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job spec key")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_choose_k)
 
     s = sub.add_parser("report", help="(re)render the HTML report of a training run or a tune sweep")
     s.add_argument("run_dir", help="a 'distclust train --out' directory, or a 'distclust tune' sweep directory")
