@@ -71,3 +71,44 @@ def ae_embedding(name: str, npz: Path, job: str, work: Path, sets: list[str]):
                         *[a for s in sets for a in ("--set", s)]], check=True)
     d = np.load(npz)
     return distclust.load(run / "model").transform(d["X"].astype(np.float32)), d["y"].astype(np.int64)
+
+
+def inprocess_ae_embedding(name: str, npz: Path, job: str, work: Path, epochs: int, seed: int = 0,
+                           batch_size: int = 256, train_rows: int = 10_000, sets: tuple[str, ...] = ()):
+    """The pretraining stage of ``job`` (an ae-kmeans spec: same model code and stage loop as the Ray
+    Train worker, bench/dec_mnist_inprocess.py) in this one process, then every row embedded.
+    For MNIST-scale data on a shared 2-core machine, where Ray's niced workers got ~12 % of a core.
+    Trained on a seeded sample of ``train_rows`` rows, then all rows embedded; cached in ``work``."""
+    import copy
+    import time
+
+    import torch
+
+    from dec_mnist_inprocess import make_ctx, run_stages
+    from distclust.engine.worker import seed_everything
+    from distclust.models import Normalizer, get_model_class
+    from distclust.spec import load_spec
+
+    cache = work / f"{name}-ae{epochs}-{train_rows}-{'-'.join(sets).replace('/', '_')}-z.npy"
+    d = np.load(npz)
+    y = d["y"].astype(np.int64)
+    if cache.exists():
+        return np.load(cache), y, None
+    X = torch.from_numpy(d["X"].reshape(len(y), -1).astype(np.float32))
+    spec = load_spec(ROOT / "jobs" / job, [f"model.pretrain_epochs={epochs}", f"train.seed={seed}", *sets])
+    pick = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(y), min(train_rows, len(y)), replace=False)))
+    seed_everything(seed)
+    norm = Normalizer(X.shape[1])
+    norm.shift.fill_(float(X.min()))
+    norm.scale.fill_(float(X.max() - X.min()))   # data.normalize: global-minmax
+    model = get_model_class("ae-kmeans")(X.shape[1], spec.model, copy.deepcopy(norm))
+    ctx = make_ctx(model, X[pick], torch.from_numpy(y)[pick], torch.device("cpu"), seed, batch_size)
+    t = time.time()
+    run_stages(model, [s for s in model.stages() if s.name == "pretrain"], ctx,
+               lambda m: print(name, {k: m[k] for k in ("epoch", "loss", "time_s") if k in m}, flush=True))
+    train_s = time.time() - t
+    model.eval()
+    with torch.no_grad():
+        Z = torch.cat([model.embed(X[s:s + 8192]) for s in range(0, len(X), 8192)]).numpy()
+    np.save(cache, Z)
+    return Z, y, train_s

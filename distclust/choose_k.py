@@ -82,3 +82,55 @@ def run_choose_k(spec_path: str, data: str | None, k: str, out: str | Path, spac
     result["plot"] = str(k_selection(sel.table, sel.choices, sel.chosen, out / "choose_k.png"))
     (out / "choose_k.json").write_text(json.dumps(result, indent=1))
     return sel
+
+
+# ------------------------------------------------------------------------------------------ in sweeps
+def check_sweep(sweep, s: str) -> None:
+    """``metric: choose_k`` needs K in a grid of at least 3 values ≥ 2."""
+    from .spec import require
+
+    dom = sweep.search.get("model.n_clusters")
+    require(isinstance(dom, dict) and "grid" in dom, f"{s}.search", "metric 'choose_k' estimates K but the sweep "
+            "does not search model.n_clusters over a grid", "add model.n_clusters: {grid: [4, 6, 8, 10, 12]} or "
+            "choose another metric (silhouette, loss, ...)")
+    require(sweep.algorithm == "grid", f"{s}.algorithm", f"metric 'choose_k' needs algorithm: grid "
+            f"(got {sweep.algorithm})", "use algorithm: grid")
+    parse_k_range(list(dom["grid"]), f"{s}.search.model.n_clusters")
+
+
+def select_in_sweep(df, done, sweep, spec, data_root, out: Path):
+    """Run the criteria for every K from the smallest to the largest trial K (FAISS k-means on one
+    representation: ``score_space``), select the completed trial nearest to the chosen K, and add the
+    per-K curves to the results table. Returns (table, completed rows, selected row, KSelection)."""
+    from .report.plots import k_selection
+    from .tuning import eval_sample
+
+    if "model.n_clusters" not in done or done["model.n_clusters"].nunique() < 3:
+        raise DistclustError("fewer than 3 K values completed: K cannot be estimated", str(out),
+                             "see the trial errors above, or search more K values")
+    trial_ks = sorted(int(k) for k in done["model.n_clusters"].unique())
+    ks = list(range(trial_ks[0], trial_ks[-1] + 1))
+    X, _ = eval_sample(data_root, sweep.eval_sample, sweep.seed)
+    if sweep.score_space == "pretrained":
+        space, model_dir = "embedding", spec.model.pretrained
+    elif sweep.score_space == "features":
+        space, model_dir = "features", None
+    else:  # the first trial's embedding: ae-kmeans trials share it (their pretraining does not see K)
+        space, model_dir = "embedding", done.sort_values("model.n_clusters").iloc[0]["model_dir"]
+    check_ks(ks, len(X), f"sweep {sweep.name}: model.n_clusters (eval_sample {len(X)} rows)")
+    sel = select_k(representation(X, space, model_dir), ks, seed=sweep.seed, replicates=sweep.select_replicates,
+                   sample=len(X), use_ray=True)
+    near = min(trial_ks, key=lambda k: (abs(k - sel.chosen), k))
+    if near != sel.chosen:
+        sel.warnings.append(f"the chosen K ({sel.chosen}) has no trial; the nearest trial (K = {near}) is selected; "
+                            f"train K = {sel.chosen} with --set model.n_clusters={sel.chosen}")
+    cands = done[done["model.n_clusters"] == near]
+    best = cands.sort_values("silhouette", ascending=False).iloc[0] if "silhouette" in cands else cands.iloc[0]
+    curves = {r["k"]: r for r in sel.table}
+    for col in ("stability", "excess_stability", "prediction_strength", "gap"):
+        df[f"k_{col}"] = [curves.get(int(k), {}).get(col) if k == k else None for k in df["model.n_clusters"]]
+    df["choose_k"] = df["k_excess_stability"]  # the rule's tie-break score; the votes are in choose_k.json
+    (out / "choose_k.json").write_text(json.dumps({**sel.as_dict(), "space": sweep.score_space,
+                                                   "model": str(model_dir) if model_dir else None}, indent=1))
+    k_selection(sel.table, sel.choices, sel.chosen, out / "choose_k.png", f"sweep {sweep.name}")
+    return df, df[df["status"] == "completed"], df.loc[best.name], sel

@@ -90,13 +90,19 @@ def cmd_tune(a) -> int:
 
     out = a.out or str(Path("runs") / "tune" / Path(a.sweep).stem)
     r = run_sweep(a.sweep, out, data=a.data, resume=a.resume, overwrite=a.overwrite, address=a.address,
-                  overrides=a.set, progress=not a.quiet)
+                  overrides=a.set, progress=not a.quiet, base_job=a.base)
     s, df = r["summary"], r["table"]
     cols = [c for c in df.columns if c not in ("model_dir",)]
     print("\n" + df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nselected {s['best_trial']} by {s['metric']} ({s['mode']}) = {s['value']:.4f}: {s['best_config']}"
           + (f"  [acc {s['best_acc']:.4f}, reported only]" if "best_acc" in s else ""))
+    if "choose_k" in s:
+        c = s["choose_k"]
+        print(f"chosen K = {c['chosen']}: {c['reason']}; per criterion: "
+              + ", ".join(f"{k} {v}" for k, v in c["choices"].items()))
     print(f"{s['completed']} of {s['trials']} trials completed, {s['stopped_early']} stopped early by ASHA")
+    for w in s.get("warnings", []):
+        print(f"distclust tune: warning: {w}", file=sys.stderr)
     print(s["best_model"])
     return 0
 
@@ -222,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sweep")
     s.add_argument("--out", help="sweep directory (default runs/tune/NAME)")
     s.add_argument("--data", help="dataset; overrides the base job's data")
+    s.add_argument("--base", help="job spec to sweep instead of the sweep's base (e.g. with tune/select-k.yaml)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base job key")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
     s.add_argument("--overwrite", action="store_true")
