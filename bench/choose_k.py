@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # this checkout's distclust first
 from choose_k_data import ae_embedding, customers, gaussian_mixture, inprocess_ae_embedding, standardise  # noqa: E402
 from common import RESULTS, ROOT, dataset  # noqa: E402
 
