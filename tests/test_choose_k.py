@@ -55,9 +55,9 @@ def test_the_combined_rule_is_the_documented_one():
     # no two agree: the most stable K beyond chance among those one criterion points at
     k, why = combine(_rows({**ex, 9: 0.9}), {"stability": 9, "gap": 2, "dpmix": 19})
     assert k == 9 and why.startswith("1 of 3")
-    # all agree within ±1: the most stable of the K with three votes
+    # all agree within ±1: of the K with three votes, the one at their median, even if less stable
     k, _ = combine(_rows({**ex, 10: 0.5, 11: 0.7}), {"stability": 10, "gap": 11, "dpmix": 10})
-    assert k == 11
+    assert k == 10
     # prediction strength is reported, never a vote
     k, _ = combine(_rows(ex), {"stability": 5, "gap": 5, "dpmix": 12, "prediction_strength": 12})
     assert k == 5
