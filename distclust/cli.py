@@ -94,14 +94,38 @@ def cmd_tune(a) -> int:
 
     out = a.out or str(Path("runs") / "tune" / Path(a.sweep).stem)
     r = run_sweep(a.sweep, out, data=a.data, resume=a.resume, overwrite=a.overwrite, address=a.address,
-                  overrides=a.set, progress=not a.quiet)
+                  overrides=a.set, progress=not a.quiet, base_job=a.base)
     s, df = r["summary"], r["table"]
     cols = [c for c in df.columns if c not in ("model_dir",)]
     print("\n" + df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nselected {s['best_trial']} by {s['metric']} ({s['mode']}) = {s['value']:.4f}: {s['best_config']}"
           + (f"  [acc {s['best_acc']:.4f}, reported only]" if "best_acc" in s else ""))
+    if "choose_k" in s:
+        c = s["choose_k"]
+        print(f"chosen K = {c['chosen']}: {c['reason']}; per criterion: "
+              + ", ".join(f"{k} {v}" for k, v in c["choices"].items()))
     print(f"{s['completed']} of {s['trials']} trials completed, {s['stopped_early']} stopped early by ASHA")
+    for w in s.get("warnings", []):
+        print(f"distclust tune: warning: {w}", file=sys.stderr)
     print(s["best_model"])
+    return 0
+
+
+def cmd_choose_k(a) -> int:
+    from .choose_k import run_choose_k
+
+    out = a.out or str(Path("runs") / "choose-k" / Path(a.spec).stem)
+    sel = run_choose_k(a.spec, a.data, a.k, out, space=a.space, model=a.model, sample=a.sample,
+                       replicates=a.replicates, seed=a.seed, sets=a.set, overwrite=a.overwrite, progress=not a.quiet)
+    cols = ("k", "stability", "ref_stability", "excess_stability", "prediction_strength", "gap", "gap_sd")
+    print("\n" + "  ".join(f"{c:>10}" for c in cols))
+    for r in sel.table:
+        print("  ".join(f"{r[c]:>10}" if c == "k" else f"{r[c]:>10.4f}" for c in cols))
+    print(f"\nper criterion: {', '.join(f'{c} {v}' for c, v in sel.choices.items())}")
+    print(f"chosen K = {sel.chosen}: {sel.reason} ({sel.rows} rows, {sel.seconds:.1f} s)")
+    for w in sel.warnings:
+        print(f"distclust choose-k: warning: {w}", file=sys.stderr)
+    print(str(Path(out).resolve() / "choose_k.json"))
     return 0
 
 
@@ -240,12 +264,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sweep", help="sweep spec YAML (see tune/)")
     s.add_argument("--out", help="sweep directory (default runs/tune/NAME)")
     s.add_argument("--data", help="dataset; overrides the base job's data")
+    s.add_argument("--base", help="job spec to sweep instead of the sweep's base (e.g. with tune/select-k.yaml)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base job key")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
     s.add_argument("--overwrite", action="store_true", help="replace an existing sweep in --out")
     s.add_argument("--address", help="Ray cluster address (default: local Ray)")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
     s.set_defaults(fn=cmd_tune)
+
+    s = _sub(sub, "choose-k", "estimate the number of clusters without labels (stability, gap, DP)",
+             "Estimate K without labels: train the spec's model once (or take --model), then score every K of the "
+             "range on one shared embedding by clustering stability, prediction strength, the gap statistic and a "
+             "DP mixture's active components, and combine them (docs/choosing-k.md).",
+             "  distclust choose-k jobs/digits-ae-kmeans.yaml --k 5..30\n"
+             "  distclust choose-k jobs/mnist-ae-kmeans.yaml --data data/mnist --k 5..30 --model runs/mnist-ae/model")
+    s.add_argument("spec", help="job spec whose model gives the representation (trained once)")
+    s.add_argument("--data", help="dataset; overrides the spec's data.path")
+    s.add_argument("--k", required=True, help="K values to search: LO..HI, LO..HI:STEP or a list 4,6,8")
+    s.add_argument("--out", help="output directory (default runs/choose-k/NAME)")
+    s.add_argument("--space", default="embedding", help="embedding (the spec's model, trained once) or features")
+    s.add_argument("--model", help="use this trained artifact's embedding instead of training the spec")
+    s.add_argument("--sample", type=int, default=10_000, help="rows (seeded sample) the criteria use")
+    s.add_argument("--replicates", type=int, default=5, help="half-splits per K and reference data sets")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sample, splits and references")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job spec key")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.set_defaults(fn=cmd_choose_k)
 
     s = _sub(sub, "report", "(re)render the HTML report of a training run or a tune sweep",
              "Write RUN_DIR/report/index.html: curves, cluster sizes, confusion matrix, latent projection, examples.",

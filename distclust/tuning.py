@@ -17,7 +17,9 @@ Sweep spec (``tune/*.yaml``)::
       model.pretrain_lr: {loguniform: [1.0e-4, 1.0e-2]}
     algorithm: grid                         # grid | random | optuna
     num_samples: 1                          # grid: repeats of the grid; random/optuna: trials
-    metric: silhouette                      # silhouette | davies_bouldin | bic | loss | stability | acc | nmi | ari
+    metric: choose_k                        # choose_k (default when model.n_clusters is searched: estimate K by
+                                            #   stability + gap + DP mixture in one space, docs/choosing-k.md) |
+                                            #   silhouette | davies_bouldin | bic | loss | stability | acc | nmi | ari
     score_space: embedding                  # where silhouette / Davies-Bouldin / BIC are computed:
                                             #   embedding (each trial's own), pretrained (the base job's
                                             #   model.pretrained, the same for all trials), features (input)
@@ -39,8 +41,8 @@ from .errors import DistclustError, SpecError, did_you_mean
 from .spec import apply_overrides, build, read_yaml, require
 
 SCORE_SPACES = ("embedding", "pretrained", "features")
-METRIC_MODES = {"silhouette": "max", "davies_bouldin": "min", "bic": "min", "loss": "min", "neg_elbo": "min",
-                "stability": "max",
+METRIC_MODES = {"choose_k": "max", "silhouette": "max", "davies_bouldin": "min", "bic": "min", "loss": "min",
+                "neg_elbo": "min", "stability": "max",
                 "acc": "max", "nmi": "max", "ari": "max"}
 LABEL_METRICS = ("acc", "nmi", "ari")
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint", "qrandint")
@@ -55,7 +57,7 @@ class SweepSpec:
     data: str | None = None
     algorithm: str = "grid"
     num_samples: int = 1
-    metric: str = "silhouette"
+    metric: str | None = None          # None: choose_k when model.n_clusters is searched, else silhouette
     # DEC, IDEC and VaDE reshape their own embedding around the K clusters they were given: on
     # MNIST every K scored a silhouette of ~0.9 there and the smallest K won. Comparing all
     # trials' partitions in one space that does not depend on K avoids that.
@@ -69,8 +71,11 @@ class SweepSpec:
     trial_cpus: float = 0.01          # the trial driver itself; its Train workers ask for their own
     eval_sample: int = 5000
     seed: int = 0
+    select_replicates: int = 5        # choose_k: half-splits per K and reference data sets
 
     def check(self, s: str) -> None:
+        if self.metric is None:
+            self.metric = "choose_k" if "model.n_clusters" in self.search else "silhouette"
         require(self.algorithm in ("grid", "random", "optuna"), f"{s}.algorithm",
                 f"'{s}.algorithm' is '{self.algorithm}'", "use grid, random or optuna")
         require(self.metric in METRIC_MODES, f"{s}.metric",
@@ -83,6 +88,10 @@ class SweepSpec:
         require(self.score_space in SCORE_SPACES, f"{s}.score_space",
                 f"'{s}.score_space' is '{self.score_space}'.{did_you_mean(self.score_space, SCORE_SPACES)}",
                 f"use one of {', '.join(SCORE_SPACES)}")
+        if self.metric == "choose_k":
+            from .choose_k import check_sweep
+
+            check_sweep(self, s)
         require(self.scheduler in ("asha", "none"), f"{s}.scheduler", f"'{s}.scheduler' is '{self.scheduler}'",
                 "use asha or none")
         require(self.num_samples >= 1 and self.max_concurrent_trials >= 1, f"{s}.num_samples",
@@ -97,15 +106,16 @@ class SweepSpec:
                     f"'grid' domains need algorithm: grid (got {self.algorithm})", "use choice: [...] instead")
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepSpec, dict, Path]:
-    """(sweep spec, validated base job raw dict, sweep file path)."""
+def load_sweep(path: str | Path, overrides: list[str] | None = None,
+               base_job: str | None = None) -> tuple[SweepSpec, dict, Path]:
+    """(sweep spec, validated base job raw dict, sweep file path); ``base_job`` replaces the spec's base."""
     from .spec import load_spec
 
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"sweep spec '{path}' does not exist", str(path), "pass a YAML file from tune/")
     raw = read_yaml(path, "sweep spec")
-    sweep = build(SweepSpec, raw, "sweep")
+    sweep = build(SweepSpec, {**raw, **({"base": str(Path(base_job).resolve())} if base_job else {})}, "sweep")
     base = Path(sweep.base)
     if not base.is_absolute():
         base = (path.parent / base) if (path.parent / base).is_file() else Path(sweep.base)
@@ -264,7 +274,7 @@ def _trial(config: dict, sweep_raw: dict, base_raw: dict, data_root: str, out_ro
 # ----------------------------------------------------------------------------- driver
 def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, resume: bool = False,
               overwrite: bool = False, address: str | None = None, overrides: list[str] | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, base_job: str | None = None) -> dict:
     import pandas as pd
     from ray import tune
     from ray.tune import CheckpointConfig, RunConfig, TuneConfig, Tuner
@@ -273,7 +283,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
     from .engine.ray_setup import ensure_ray, local_cpus
     from .spec import as_dict, load_spec
 
-    sweep, base_raw, spath = load_sweep(path, overrides)
+    sweep, base_raw, spath = load_sweep(path, overrides, base_job)
     out = Path(out_dir).resolve()
     storage = out / "ray"
     if out.exists() and not resume:
@@ -343,7 +353,13 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
     done = df[df["status"] == "completed"] if len(df) else df
     if done.empty or sweep.metric not in done:
         raise DistclustError("no trial of the sweep completed", str(out), "see the trial errors above")
-    best = done.sort_values(sweep.metric, ascending=(mode == "min")).iloc[0]
+    selection = None
+    if sweep.metric == "choose_k":  # K estimated in one shared space; the trial with that K is selected
+        from .choose_k import select_in_sweep
+
+        df, done, best, selection = select_in_sweep(df, done, sweep, spec, root, out)
+    else:
+        best = done.sort_values(sweep.metric, ascending=(mode == "min")).iloc[0]
     df["selected"] = df["trial"] == best["trial"]
     df.to_parquet(out / "results.parquet", index=False)
     df.to_csv(out / "results.csv", index=False)
@@ -359,6 +375,15 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
     for k in LABEL_METRICS:
         if k in best and best[k] == best[k]:
             summary[f"best_{k}"] = float(best[k])
+    from .select_k import edge_warning
+
+    summary["warnings"] = list(selection.warnings) if selection else []
+    if selection:
+        summary["choose_k"] = {k: v for k, v in selection.as_dict().items() if k != "table"}
+    elif "model.n_clusters" in sweep.search:
+        w = edge_warning(int(best["model.n_clusters"]), sorted(int(v) for v in done["model.n_clusters"].unique()),
+                         f"the K selected by {sweep.metric}")
+        summary["warnings"] += [w] if w else []
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return {"summary": summary, "table": df}
 

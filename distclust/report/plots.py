@@ -194,3 +194,38 @@ def image_grid(imgs: list[np.ndarray], row_names: list[str], side: int, title: s
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def k_selection(table: list[dict], choices: dict, chosen: int, path: Path, title: str = "choosing K") -> Path:
+    """The per-K curves of select_k (stability on data and reference, prediction strength, gap) with
+    each criterion's K marked and the combined choice in red."""
+    plt = _plt()
+    ks = [r["k"] for r in table]
+    col = lambda key: [r[key] for r in table]  # noqa: E731
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax = axes[0]
+    ax.plot(ks, col("stability"), "o-", ms=3, label="ARI, data halves")
+    ax.plot(ks, col("ref_stability"), "s--", ms=3, color="gray", label="ARI, uniform reference")
+    ax.plot(ks, col("excess_stability"), "^-", ms=3, color="tab:green", label="excess (data − reference)")
+    ax.set_title(f"stability (K = {choices.get('stability')})", fontsize=10)
+    ax = axes[1]
+    ax.plot(ks, col("prediction_strength"), "o-", ms=3, color="tab:orange")
+    ax.axhline(0.8, color="gray", ls=":", lw=1)
+    ax.set_title(f"prediction strength (K = {choices.get('prediction_strength')})", fontsize=10)
+    ax = axes[2]
+    ax.errorbar(ks, col("gap"), yerr=col("gap_sd"), fmt="o-", ms=3, color="tab:purple", capsize=2)
+    ax.set_title(f"gap statistic (K = {choices.get('gap')})", fontsize=10)
+    for ax in axes:
+        if "dpmix" in choices and ks[0] <= choices["dpmix"] <= ks[-1]:
+            ax.axvline(choices["dpmix"], color="tab:brown", ls="--", lw=1, label=f"DP mixture: {choices['dpmix']}")
+        ax.axvline(chosen, color="red", lw=1.5, alpha=0.6, label=f"chosen: {chosen}")
+        ax.set_xlabel("K")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[2].legend(fontsize=7)
+    fig.suptitle(f"{title}: chosen K = {chosen}" + (f" (DP mixture keeps {choices['dpmix']})" if "dpmix" in choices
+                                                    else ""), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -34,6 +34,7 @@ def write_sweep_report(sweep_dir) -> Path:
             ("trials", f"{s['completed']} of {s['trials']} completed, {s['stopped_early']} stopped early"),
             ("best model", s["best_model"])]
     rows += [(k, s[k]) for k in ("best_acc", "best_nmi", "best_ari") if k in s]
+    rows += [("warning", w) for w in s.get("warnings", [])]
     sections = [html.section("summary", "Summary", html.table(rows))]
     cols = [c for c in df.columns if c not in ("model_dir", "selected")]
     sel = list(df["selected"]) if "selected" in df else None
@@ -45,4 +46,11 @@ def write_sweep_report(sweep_dir) -> Path:
                 out / f"{s['metric']}_vs_k.png")
     if png:
         sections.append(html.section("metric", f"{s['metric']} against K", html.image(png, "selection metric")))
+    if (d / "choose_k.json").is_file():  # metric: choose_k — every criterion's curve over K
+        from .plots import k_selection
+
+        c = json.loads((d / "choose_k.json").read_text())
+        png = k_selection(c["table"], c["choices"], c["chosen"], out / "choose_k.png", f"sweep {d.name}")
+        note = f"chosen K = {c['chosen']}: {c['reason']}. " + " ".join(f"Warning: {w}." for w in c["warnings"])
+        sections.append(html.section("choose-k", "Choosing K: per-K curves", html.image(png, "K selection"), note))
     return html.write_page(out, html.page(f"distclust sweep: {d.name}", "distclust report (sweep)", sections))
