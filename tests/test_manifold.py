@@ -202,3 +202,12 @@ def test_bad_values_are_spec_errors(key, value, match):
 def test_bad_pretrained_path_is_a_spec_error(tmp_path):
     with pytest.raises(SpecError, match="pretrained"):
         load_spec(manifold_spec(pretrained=str(tmp_path / "nope")))
+
+
+def test_report_draws_the_manifold_coloured_by_cluster(ray_run, blobs_dataset):
+    """With 2 UMAP components the report draws the head's coordinates as they are (no projection)."""
+    from distclust.report import write_report
+
+    text = write_report(ray_run.model_dir.parent, data=str(blobs_dataset), tensorboard=False).read_text()
+    assert "latent_projection.png" in text and "identity of the embeddings" in text
+    assert (ray_run.model_dir.parent / "report" / "latent_projection.png").stat().st_size > 1000

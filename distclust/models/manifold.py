@@ -196,6 +196,8 @@ class Manifold(AEKMeans):
         super().__init__(input_dim, params, normalizer)
         d, c, k = params.latent_dim, params.n_components, params.n_clusters
         self.assign_by = "proba" if params.assign == "proba" else "prototype"
+        # the run report draws transform() (the learned UMAP coordinates) as they are when 2-D, else by a 2-D UMAP
+        self.report_projection = "umap" if params.n_components > 2 else "pca"
         self.head = mlp([d, *params.head_hidden, c], params.activation)
         for name, shape in (("z_shift", (d,)), ("z_scale", (d,)), ("y_shift", (c,)), ("y_scale", (c,))):
             self.register_buffer(name, torch.zeros(shape) if "shift" in name else torch.ones(shape))
