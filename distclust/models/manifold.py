@@ -143,7 +143,8 @@ def fit_gmm(y: np.ndarray, p: ManifoldParams, seed: int):
                            reg_covar=p.gmm_reg_covar, max_iter=300).fit(y)
 
 
-def select_n_neighbors(z: np.ndarray, candidates: list[int], p: ManifoldParams, seed: int) -> dict:
+def select_n_neighbors(z: np.ndarray, candidates: list[int], p: ManifoldParams, seed: int,
+                       rank: int = 0, world: int = 1, combine=None) -> dict:
     """Label-free choice of UMAP's ``n_neighbors``: the candidate whose partitions agree most with all others.
 
     For each candidate and each of ``select_seeds`` seeds, UMAP + the mixture are fitted on a seeded
@@ -152,22 +153,28 @@ def select_n_neighbors(z: np.ndarray, candidates: list[int], p: ManifoldParams, 
     candidates: consensus). A setting that breaks the structure — fragments it (too few neighbours),
     merges clusters (too many), or lands in a different optimum with each seed — disagrees with the
     rest and scores low. Ties go to the smaller candidate.
+
+    In training the fits are dealt to the workers (``rank``/``world``; ``combine`` sums the
+    (runs, rows) label table over workers), so the rule costs ~runs/world fits of wall time.
     """
     from sklearn.metrics import adjusted_rand_score
 
     rng = np.random.default_rng(seed + 29)
     sub = z if len(z) <= p.select_sample else z[np.sort(rng.choice(len(z), p.select_sample, replace=False))]
     cands = sorted(set(candidates))
-    parts = {}
-    for c in cands:
-        for s in range(p.select_seeds):
+    runs = [(c, s) for c in cands for s in range(p.select_seeds)]
+    table = np.zeros((len(runs), len(sub)), dtype=np.int64)
+    for i, (c, s) in enumerate(runs):
+        if i % world == rank:
             y = fit_umap(sub, min(c, len(sub) - 1), p, seed + 1000 * s).embedding_.astype(np.float64)
-            parts[(c, s)] = fit_gmm(y, p, seed + 1000 * s).predict(y)
-    keys = list(parts)
+            table[i] = fit_gmm(y, p, seed + 1000 * s).predict(y)
+    if combine is not None:
+        table = combine(table)
+    parts = dict(zip(runs, table))
     scores, stability = {}, {}
     for c in cands:
-        mine = [a for a in keys if a[0] == c]
-        scores[c] = float(np.mean([adjusted_rand_score(parts[a], parts[b]) for a in mine for b in keys if b != a]))
+        mine = [a for a in runs if a[0] == c]
+        scores[c] = float(np.mean([adjusted_rand_score(parts[a], parts[b]) for a in mine for b in runs if b != a]))
         own = [adjusted_rand_score(parts[a], parts[b]) for a in mine for b in mine if a < b]
         stability[c] = float(np.mean(own)) if own else float("nan")
     best = max(cands, key=lambda c: (round(scores[c], 6), -c))
@@ -281,14 +288,13 @@ class Manifold(AEKMeans):
         head = torch.zeros(4, dtype=torch.float64)   # n_neighbors, fit seconds, loglik/row, bic
         mix = torch.zeros(k + k * c + k * c * c, dtype=torch.float64)
         cands = sorted(set(p.select_n_neighbors))
-        scores = torch.zeros(len(cands), dtype=torch.float64)
+        zn = z.cpu().double().numpy()
+        nn_, scores = p.n_neighbors, {}
+        if cands:   # every rank fits its share of the rule's runs; every rank then scores them alike
+            sel = select_n_neighbors(zn, cands, p, ctx.seed, ctx.rank, ctx.world_size,
+                                     lambda t: ctx.all_reduce(torch.from_numpy(t).to(dev)).cpu().numpy())
+            nn_, scores = sel["best"], sel["scores"]
         if ctx.rank == 0:
-            zn = z.cpu().double().numpy()
-            nn_ = p.n_neighbors
-            if cands:
-                sel = select_n_neighbors(zn, cands, p, ctx.seed)
-                nn_ = sel["best"]
-                scores = torch.tensor([sel["scores"][c_] for c_ in cands], dtype=torch.float64)
             t1 = time.time()
             um = fit_umap(zn, nn_, p, ctx.seed)
             yn = um.embedding_.astype(np.float64)
@@ -302,7 +308,6 @@ class Manifold(AEKMeans):
                 y_hold = torch.as_tensor(um.transform(z_hold.cpu().double().numpy()), dtype=torch.float32)
         head, mix = ctx.broadcast(head.to(dev)).cpu(), ctx.broadcast(mix.to(dev)).cpu()
         y, y_hold = ctx.broadcast(y.to(dev)), ctx.broadcast(y_hold.to(dev))
-        scores = ctx.broadcast(scores.to(dev)).cpu()
         self.gmm_log_w.copy_(mix[:k])
         self.gmm_means.copy_(mix[k:k + k * c].reshape(k, c))
         self.gmm_prec_chol.copy_(mix[k + k * c:].reshape(k, c, c))
@@ -316,7 +321,7 @@ class Manifold(AEKMeans):
         out = {"manifold_rows": float(len(z)), "holdout_rows": float(n_hold), "n_neighbors": float(head[0]),
                "umap_fit_s": float(head[1]), "gmm_loglik": float(head[2]), "gmm_bic": float(head[3]),
                "manifold_s": time.time() - t0}
-        out.update({f"select_score_nn{c_}": float(v) for c_, v in zip(cands, scores)})
+        out.update({f"select_score_nn{c_}": float(v) for c_, v in scores.items()})
         return out
 
     # -- the head's loss --------------------------------------------------------------------
