@@ -13,7 +13,9 @@ Stages:
    buffers (log weights, means, Cholesky factors of the precisions), so artifacts need no sklearn.
 3. ``head`` (DDP epochs): an MLP from the AE embedding to the UMAP coordinates. Each step's loss is
    (a) regression on a seeded minibatch of the fitted sample (the exact UMAP coordinates), plus
-   (b) for the shard batch, regression on a k-NN target: the membership-weighted mean of the fitted
+   (a') the KL divergence between the mixture posteriors at the fitted point and at the head's point
+   (``head_resp_weight``), so that small coordinate errors do not move rows across a tight component's
+   edge, and (b) for the shard batch, regression on a k-NN target: the membership-weighted mean of the fitted
    coordinates of its ``head_knn`` nearest sample embeddings (FAISS) — how ``UMAP.transform``
    initialises a new point. (a) makes the head reproduce the fit; (b) trains it on every row of the
    data the loop streams, not only on the sample, which is what assigning unseen rows needs.
@@ -66,6 +68,7 @@ class ManifoldParams(AEParams):
     head_epochs: int = 20
     head_lr: float = 1e-3
     head_knn: int = 10                 # neighbours of the k-NN target (0: regression on the sample only)
+    head_resp_weight: float = 1.0      # weight of KL(mixture posterior at the fitted point ‖ at the head's point)
     assign: str = "proba"              # proba: mixture posterior | nearest: nearest component mean (FAISS)
 
     def check(self, s: str) -> None:
@@ -102,6 +105,8 @@ class ManifoldParams(AEParams):
         require(self.head_lr > 0, f"{s}.head_lr", f"'{s}.head_lr' is {self.head_lr}", "use e.g. 1e-3")
         require(self.head_knn >= 0, f"{s}.head_knn", f"'{s}.head_knn' is {self.head_knn}",
                 "use 0 (sample regression only) or a few neighbours, e.g. 10")
+        require(self.head_resp_weight >= 0, f"{s}.head_resp_weight", f"'{s}.head_resp_weight' is "
+                f"{self.head_resp_weight}", "use 0 (coordinates only) or a positive weight, e.g. 1")
         require(self.assign in ("proba", "nearest"), f"{s}.assign", f"'{s}.assign' is '{self.assign}'",
                 "use proba (mixture posterior) or nearest (nearest component mean)")
         if self.pretrained is not None:
@@ -316,7 +321,8 @@ class Manifold(AEKMeans):
         self.z_scale.copy_(z.std(0).clamp_min(1e-6))
         self.y_shift.copy_(y.mean(0))
         self.y_scale.copy_(y.std(0).clamp_min(1e-6))
-        self._fit = {"z": z.to(dev), "y": y, "z_hold": z_hold.to(dev), "y_hold": y_hold}
+        log_r = gmm_log_resp(y, self.gmm_log_w, self.gmm_means, self.gmm_prec_chol)
+        self._fit = {"z": z.to(dev), "y": y, "z_hold": z_hold.to(dev), "y_hold": y_hold, "log_r": log_r}
         self._index = None
         out = {"manifold_rows": float(len(z)), "holdout_rows": float(n_hold), "n_neighbors": float(head[0]),
                "umap_fit_s": float(head[1]), "gmm_loglik": float(head[2]), "gmm_bic": float(head[3]),
@@ -340,9 +346,18 @@ class Manifold(AEKMeans):
         ys_all = (f["y"] - self.y_shift) / self.y_scale
         g = torch.Generator().manual_seed(int(self.train_step) * 7919 + int(torch.initial_seed() % 1_000_003))
         pick = torch.randint(0, len(f["z"]), (x.shape[0],), generator=g).to(x.device)
-        fit_mse = ((self.head_std(f["z"][pick]) - ys_all[pick]) ** 2).mean()
+        pred = self.head_std(f["z"][pick])
+        fit_mse = ((pred - ys_all[pick]) ** 2).mean()
         out = {"fit_mse": fit_mse.detach()}
         loss = fit_mse
+        if p.head_resp_weight:
+            # keep each sample row's cluster posterior: coordinates alone can cross a tight component's edge
+            log_r = f["log_r"][pick]
+            log_q = gmm_log_resp(pred * self.y_scale + self.y_shift, self.gmm_log_w, self.gmm_means,
+                                 self.gmm_prec_chol)
+            resp_kl = (log_r.exp() * (log_r - log_q)).sum(1).mean().float()
+            out["resp_kl"] = resp_kl.detach()
+            loss = loss + p.head_resp_weight * resp_kl
         if p.head_knn:
             with torch.no_grad():
                 z = self.ae_embed(x)
