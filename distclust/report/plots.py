@@ -129,10 +129,16 @@ def confusion(pred: np.ndarray, y: np.ndarray, k: int, path: Path, label_names=N
 
 
 def project_2d(Z: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, str]:
-    """(2-D coordinates, method used): t-SNE or PCA (scikit-learn); latents of ≤ 2 dims are drawn as they are."""
+    """(2-D coordinates, method used): t-SNE or PCA (scikit-learn), or UMAP; latents of ≤ 2 dims are drawn as
+    they are."""
     Z = np.asarray(Z, dtype=np.float64)
     if Z.shape[1] <= 2:
         return (np.pad(Z, ((0, 0), (0, 2 - Z.shape[1]))), "identity")
+    if method == "umap" and len(Z) > 10:   # the manifold model's own method (umap-learn, seeded)
+        import umap
+
+        return umap.UMAP(n_components=2, n_neighbors=int(min(15, len(Z) - 1)), min_dist=0.1, random_state=seed,
+                         n_jobs=1).fit_transform(Z), "UMAP"
     if method == "tsne" and len(Z) > 10:
         from sklearn.manifold import TSNE
 

@@ -133,7 +133,9 @@ def write_report(run_dir, data: str | None = None, sample: int = 5000, projectio
                 f"clusters × labels on the sample, rows in Hungarian-matched order"))
         n = min(len(X), projection_max)
         idx = np.sort(np.random.default_rng(seed).permutation(len(X))[:n])
-        Y2, used = plots.project_2d(model.transform(X[idx]), projection, seed)
+        # a model may name its own projection (manifold: UMAP of its coordinates when they have > 2 dims)
+        Y2, used = plots.project_2d(model.transform(X[idx]), getattr(model.model, "report_projection", projection),
+                                    seed)
         png = plots.projection(Y2, labels[idx], k, used, out / "latent_projection.png")
         sections.append(html.section("latent", "Latent space", html.image(png, "latent projection"),
                                      f"{used} of the embeddings (distclust.load(model).transform) of {n} rows"))

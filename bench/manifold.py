@@ -1,0 +1,260 @@
+"""Manifold clustering (autoencoder → UMAP → Gaussian mixture, learned head) benchmarks.
+
+    # quality: distclust train + assign + evaluate, beside AE + k-means on the same autoencoder
+    python bench/manifold.py quality --dataset mnist --ae RUN/model --seeds 0 1 2
+    # the label-free n_neighbors rule on real embeddings (labels only to report what it chose)
+    python bench/manifold.py select --dataset mnist --ae RUN/model --candidates 5 10 20 40
+    # UMAP fit time and peak memory (one fresh process per size)
+    python bench/manifold.py umap-scale --rows 20000 100000 200000
+    # distclust assign rows/s: encoder + head + mixture vs encoder + FAISS (ae-kmeans), same encoder
+    python bench/manifold.py assign-scale --rows 1000000 10000000
+
+``--ae`` is an ae-kmeans artifact trained on the same data (jobs/mnist-ae-kmeans.yaml): the manifold
+runs load its autoencoder (model.pretrained) and its own k-means is the AE + k-means baseline; more
+baseline seeds re-run FAISS k-means (the job's settings) on its embeddings. Every result lands in
+bench/results/manifold_*.json as soon as it is measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, RESULTS, dataset, save  # noqa: E402
+
+KEYS = ("acc", "nmi", "ari")
+
+
+def cli(*args) -> str:
+    r = subprocess.run([sys.executable, "-m", "distclust.cli", *map(str, args)], cwd=ROOT, capture_output=True,
+                       text=True)
+    if r.returncode:
+        raise SystemExit(f"distclust {' '.join(map(str, args))} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+def assign_evaluate(model: Path, data: Path, out: Path) -> dict:
+    t = time.time()
+    cli("assign", model, data, out, "--overwrite", "--quiet")
+    assign_s = time.time() - t
+    cli("evaluate", out, data, "--json", out.with_suffix(".eval.json"))
+    ev = json.loads(out.with_suffix(".eval.json").read_text())
+    return {**{k: ev.get(k) for k in KEYS}, "assign_s": assign_s}
+
+
+def ingested(name: str, work: Path) -> Path:
+    from distclust.data import ingest, is_dataset
+
+    data = work / f"{name}-data"
+    if not is_dataset(data):
+        ingest(dataset(f"{name}.npz"), data, shards=8, overwrite=True, progress=False)
+    return data
+
+
+def quality(a) -> None:
+    import distclust
+    from distclust import faiss_ops
+
+    work = Path(a.work)
+    data = ingested(a.dataset, work)
+    ae = Path(a.ae).resolve()
+    name = f"manifold_quality_{a.dataset}"
+    path = RESULTS / f"{name}.json"
+    res = json.loads(path.read_text()) if path.is_file() and a.append else {}
+    res.update({"command": "python bench/manifold.py " + " ".join(sys.argv[1:]), "machine": "2-core CPU (shared)",
+                "job": a.job, "overrides": a.set, "pretrained": str(ae)})
+    fm = distclust.load(ae)
+    pre = [h for h in fm.history if h.get("stage") == "pretrain" and h.get("stage_epochs")]
+    res["autoencoder"] = {"pretrain_epochs": len(pre), "recon": pre[-1].get("loss") if pre else None}
+    res.setdefault("ae_kmeans", {})
+    res.setdefault("manifold", {})
+    if "assigned_seed0" not in res["ae_kmeans"]:
+        res["ae_kmeans"]["assigned_seed0"] = assign_evaluate(ae, data, work / f"{a.dataset}-aekm-assign")
+        save(name, res)
+    d = np.load(dataset(f"{a.dataset}.npz"))
+    X, y = d["X"].astype(np.float32), d["y"]
+    Z = fm.transform(X)
+    from distclust.metrics import cluster_scores
+
+    for seed in a.seeds:
+        key = f"seed{seed}"
+        if key not in res["ae_kmeans"]:
+            c, _ = faiss_ops.kmeans(Z, fm.n_clusters_, seed=seed, niter=fm.model.params.kmeans_niter,
+                                    nredo=fm.model.params.kmeans_nredo)
+            lab, _ = faiss_ops.NearestPrototype(c, use_gpu=False).search(Z)
+            res["ae_kmeans"][key] = {k: cluster_scores(lab, y)[k] for k in KEYS}
+            save(name, res)
+        if key in res["manifold"]:
+            continue
+        run = work / f"{a.dataset}-manifold-seed{seed}"
+        t = time.time()
+        cli("train", ROOT / "jobs" / a.job, "--data", data, "--out", run, "--overwrite", "--quiet",
+            "--set", f"model.pretrained={ae}", "--set", "model.pretrain_epochs=0", "--set", f"train.seed={seed}",
+            *[x for s in a.set for x in ("--set", s)])
+        train_s = time.time() - t
+        hist = json.loads((run / "model" / "history.json").read_text())
+        fit = next(h for h in hist if h.get("stage") == "manifold")
+        agree = next(h for h in hist if h.get("stage") == "agreement")
+        r = assign_evaluate(run / "model", data, work / f"{a.dataset}-manifold-seed{seed}-assign")
+        res["manifold"][key] = {**r, "train_s": train_s,
+                                **{k: v for k, v in fit.items() if k.startswith(("n_neighbors", "select_score",
+                                                                                "umap_fit_s", "manifold_"))},
+                                **{k: v for k, v in agree.items() if k.startswith("head_")}}
+        save(name, res)
+    for part in ("ae_kmeans", "manifold"):
+        runs = [v for k, v in res[part].items() if k.startswith("seed")]
+        res[f"{part}_mean"] = {k: float(np.mean([r[k] for r in runs])) for k in KEYS} | {"seeds": len(runs)}
+        res[f"{part}_std"] = {k: float(np.std([r[k] for r in runs])) for k in KEYS}
+    save(name, res)
+
+
+def select(a) -> None:
+    """The rule on the real embedding; labels only score what each candidate would have given."""
+    import distclust
+    from distclust.metrics import cluster_scores
+    from distclust.models.manifold import ManifoldParams, select_n_neighbors
+    from distclust.spec import load_spec
+
+    spec = load_spec(ROOT / "jobs" / a.job, a.set)
+    p: ManifoldParams = spec.model
+    d = np.load(dataset(f"{a.dataset}.npz"))
+    fm = distclust.load(a.ae)
+    Z = fm.transform(d["X"].astype(np.float32)).astype(np.float64)
+    rng = np.random.default_rng(a.seed + 29)   # the subset select_n_neighbors draws
+    idx = np.sort(rng.choice(len(Z), p.select_sample, replace=False)) if len(Z) > p.select_sample else None
+    t = time.time()
+    sel = select_n_neighbors(Z, a.candidates, p, a.seed)
+    y = d["y"] if idx is None else d["y"][idx]
+    acc = {f"{c}-seed{s}": cluster_scores(v, y)["acc"] for (c, s), v in sel["partitions"].items()}
+    res = {"command": "python bench/manifold.py " + " ".join(sys.argv[1:]), "dataset": a.dataset,
+           "rows": sel["rows"], "select_seeds": p.select_seeds, "n_components": p.n_components,
+           "min_dist": p.min_dist, "seconds": time.time() - t, "chosen": sel["best"], "scores": sel["scores"],
+           "stability": sel["stability"], "acc_on_subset_per_run": acc,
+           "acc_mean_per_candidate": {c: float(np.mean([v for k, v in acc.items() if k.startswith(f"{c}-")]))
+                                      for c in sel["scores"]}}
+    save(f"manifold_select_{a.dataset}", res)
+
+
+UMAP_PROBE = r"""
+import json, resource, sys, time
+import numpy as np
+rows, dim, nn, seed = map(int, sys.argv[1:5])
+rng = np.random.default_rng(seed)
+centers = rng.normal(0, 4, (10, dim))
+Z = centers[rng.integers(0, 10, rows)] + rng.normal(0, 1, (rows, dim))
+from distclust.models.manifold import ManifoldParams, fit_umap
+fit_umap(Z[:2000], 10, ManifoldParams(n_components=10), 0)   # numba compilation, not timed
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t = time.time()
+fit_umap(Z, nn, ManifoldParams(n_components=10, min_dist=0.0), seed)
+print(json.dumps({"rows": rows, "fit_s": time.time() - t, "peak_rss_mib": resource.getrusage(
+    resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_fit_mib": base}))
+"""
+
+
+def umap_scale(a) -> None:
+    path = RESULTS / "manifold_umap_scale.json"
+    res = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    res.update({"command": "python bench/manifold.py " + " ".join(sys.argv[1:]),
+                "what": "umap-learn fit (seeded, single-threaded), 10-d embeddings → 10-d, n_neighbors "
+                        f"{a.n_neighbors}, min_dist 0; peak RSS of the fitting process"})
+    for rows in a.rows:
+        r = subprocess.run([sys.executable, "-c", UMAP_PROBE, str(rows), "10", str(a.n_neighbors), "0"], cwd=ROOT,
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(r.stderr[-3000:])
+        res["runs"][str(rows)] = json.loads(r.stdout.strip().splitlines()[-1])
+        save("manifold_umap_scale", res)
+
+
+def make_manifold(path: Path, ae_dir: Path, head_hidden: list[int]) -> Path:
+    """A manifold artifact with ae_dir's encoder, a random head and a random 10-component mixture."""
+    import torch
+
+    import distclust
+    from distclust.artifact import save_artifact
+    from distclust.models import get_model_class
+    from distclust.spec import build
+
+    ae = distclust.load(ae_dir).model
+    cls = get_model_class("manifold")
+    p = build(cls.Params, {"n_clusters": 10, "latent_dim": 10, "hidden": list(ae.params.hidden),
+                           "head_hidden": head_hidden, "manifold_sample": 1000}, "model")
+    torch.manual_seed(0)
+    m = cls(ae.input_dim, p)
+    m.ae.load_state_dict(ae.ae.state_dict())
+    m.normalizer.load_state_dict(ae.normalizer.state_dict())
+    m.gmm_means.copy_(torch.randn(10, 10, dtype=torch.float64) * 3)
+    m.is_fitted.fill_(True)
+    save_artifact(m, path, data_info={})
+    return path
+
+
+def assign_scale(a) -> None:
+    import shutil
+
+    from assign_scale import generate, make_model
+
+    from distclust.assign import run_assign
+
+    work = Path(a.work) / "assign_scale"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ae = make_model(work / "ae-kmeans", k=10)
+    models = {"encoder+faiss (ae-kmeans)": ae}
+    for h in a.head_hidden:
+        hidden = [int(v) for v in h.split(",")] if h else []
+        models[f"encoder+head{hidden}+mixture (manifold)"] = make_manifold(work / f"manifold-{h or 'linear'}", ae,
+                                                                           hidden)
+    res = {"command": "python bench/manifold.py " + " ".join(sys.argv[1:]), "actors": a.actors, "dim": 64,
+           "encoder": "64-256-128-10 MLP (bench/assign_scale.py)", "k": 10, "runs": []}
+    for rows in a.rows:
+        data = work / f"data-{rows}"
+        generate(data, rows)
+        for name, model in models.items():
+            s = run_assign(model, data, work / "out", actors=a.actors, rows_per_unit=500_000, progress=False,
+                           overwrite=True)
+            res["runs"].append({"rows": rows, "model": name, "rows_per_s": s["rows_per_s"],
+                                "steady_rows_per_s": s["actor_rows_per_s"] * a.actors,
+                                "actor_peak_rss_mib": s["actor_peak_rss_mib"], "seconds": s["seconds"]})
+            save("manifold_assign_scale", res)
+        shutil.rmtree(data)
+    save("manifold_assign_scale", res)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("quality", "select"):
+        s = sub.add_parser(name)
+        s.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist (../shared/datasets/NAME.npz)")
+        s.add_argument("--ae", required=True, help="ae-kmeans artifact trained on the same data")
+        s.add_argument("--job", default="mnist-manifold.yaml")
+        s.add_argument("--set", nargs="*", default=[], help="job overrides, e.g. model.n_neighbors=10")
+        s.add_argument("--work", default=str(ROOT / "bench" / "_work" / "manifold"))
+    q = sub.choices["quality"]
+    q.add_argument("--seeds", type=int, nargs="+", default=[0])
+    q.add_argument("--append", action="store_true", help="keep seeds already in the result file")
+    s = sub.choices["select"]
+    s.add_argument("--candidates", type=int, nargs="+", default=[5, 10, 20, 40])
+    s.add_argument("--seed", type=int, default=0)
+    u = sub.add_parser("umap-scale")
+    u.add_argument("--rows", type=int, nargs="+", default=[20_000, 100_000, 200_000])
+    u.add_argument("--n-neighbors", type=int, default=10)
+    g = sub.add_parser("assign-scale")
+    g.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    g.add_argument("--actors", type=int, default=2)
+    g.add_argument("--head-hidden", nargs="+", default=["256,256"], help="head widths to compare, e.g. 256,256 64")
+    g.add_argument("--work", default=str(ROOT / "bench" / "_work" / "manifold"))
+    a = ap.parse_args()
+    {"quality": quality, "select": select, "umap-scale": umap_scale, "assign-scale": assign_scale}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""Manifold clustering (N2D-style): autoencoder → UMAP → full-covariance Gaussian mixture, plus a
+learned head so that assignment scales to millions of rows without UMAP.
+
+Stages:
+
+1. ``pretrain``: the autoencoder on reconstruction (AE+k-means' stage), or ``pretrained: PATH``
+   (the ``ae.*`` weights of any autoencoder artifact, loaded by VaDE's loader; 0 epochs).
+2. ``manifold`` (global step): AE embeddings of a seeded sample (``manifold_sample`` rows, plus
+   ``holdout`` rows kept out of the fit) are gathered from every worker; rank 0 optionally picks
+   ``n_neighbors`` with the label-free rule of :func:`select_n_neighbors`, fits
+   umap-learn and scikit-learn's ``GaussianMixture(covariance_type="full")`` in UMAP space, and
+   embeds the held-out rows with ``UMAP.transform``; everything is broadcast. The mixture lives in
+   buffers (log weights, means, Cholesky factors of the precisions), so artifacts need no sklearn.
+3. ``head`` (DDP epochs): an MLP from the AE embedding to the UMAP coordinates. Each step's loss is
+   (a) regression on a seeded minibatch of the fitted sample (the exact UMAP coordinates), plus
+   (a') the KL divergence between the mixture posteriors at the fitted point and at the head's point
+   (``head_resp_weight``), so that small coordinate errors do not move rows across a tight component's
+   edge, and (b) for the shard batch, regression on a k-NN target: the membership-weighted mean of the fitted
+   coordinates of its ``head_knn`` nearest sample embeddings (FAISS) — how ``UMAP.transform``
+   initialises a new point. (a) makes the head reproduce the fit; (b) trains it on every row of the
+   data the loop streams, not only on the sample, which is what assigning unseen rows needs.
+4. ``agreement`` (global step): on the held-out rows, the fraction whose cluster from the head
+   equals the cluster from ``UMAP.transform`` (logged as ``head_umap_agreement``).
+
+Assignment (``distclust assign``, ``predict``): encoder → head → mixture posterior
+(``assign: proba``) or nearest component mean via FAISS (``assign: nearest``). UMAP is never used
+at predict time, so a saved model loads and predicts without umap-learn installed.
+
+The fitted sample is not stored in checkpoints (it would be ~``manifold_sample``·(latent+components)
+floats in every artifact); a run resumed inside ``head`` rebuilds it with the same seeded fit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DataError
+from ..spec import require
+from .ae_kmeans import AEKMeans, AEParams
+from .base import Stage
+from .networks import mlp
+
+if TYPE_CHECKING:
+    from ..engine.context import WorkerContext
+
+
+@dataclass
+class ManifoldParams(AEParams):
+    pretrained: str | None = None      # artifact dir holding the same autoencoder: load it, skip pretraining
+    manifold_sample: int = 100_000     # rows (all workers) UMAP and the mixture are fitted on
+    holdout: int = 5000                # further rows kept out of the fit, to compare head vs UMAP.transform
+    n_components: int = 10             # UMAP dimensions (N2D: the number of clusters)
+    n_neighbors: int = 20              # UMAP n_neighbors (used when select_n_neighbors is empty)
+    min_dist: float = 0.0              # UMAP min_dist (0 packs clusters tightly: N2D's choice)
+    umap_epochs: int | None = None     # UMAP n_epochs (null: umap-learn's default, 200 above 10k rows)
+    select_n_neighbors: list[int] = field(default_factory=list)   # candidates for the label-free rule
+    select_sample: int = 10_000        # rows the rule fits on (a seeded subset of the sample)
+    select_seeds: int = 2              # UMAP+GMM seeds per candidate
+    gmm_n_init: int = 1
+    gmm_reg_covar: float = 1e-6
+    head_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    head_epochs: int = 20
+    head_lr: float = 1e-3
+    head_knn: int = 10                 # neighbours of the k-NN target (0: regression on the sample only)
+    head_resp_weight: float = 1.0      # weight of KL(mixture posterior at the fitted point ‖ at the head's point)
+    assign: str = "proba"              # proba: mixture posterior | nearest: nearest component mean (FAISS)
+
+    def check(self, s: str) -> None:
+        super().check(s)
+        require(self.n_components >= 1, f"{s}.n_components", f"'{s}.n_components' is {self.n_components}",
+                "use 1 or more UMAP dimensions, e.g. 10 (or 2 to draw the manifold as it is)")
+        require(self.n_neighbors >= 2, f"{s}.n_neighbors", f"'{s}.n_neighbors' is {self.n_neighbors}",
+                "use 2 or more neighbours, e.g. 10 or 20")
+        require(all(n >= 2 for n in self.select_n_neighbors), f"{s}.select_n_neighbors",
+                f"'{s}.select_n_neighbors' is {self.select_n_neighbors}",
+                "list candidates of 2 or more neighbours, e.g. [5, 10, 20, 40], or [] to use n_neighbors")
+        require(0.0 <= self.min_dist <= 1.0, f"{s}.min_dist", f"'{s}.min_dist' is {self.min_dist}",
+                "use a value in [0, 1] (UMAP needs min_dist ≤ spread = 1), e.g. 0")
+        require(self.umap_epochs is None or self.umap_epochs >= 1, f"{s}.umap_epochs",
+                f"'{s}.umap_epochs' is {self.umap_epochs}", "use null (umap-learn's default) or 1 or more")
+        biggest = max([self.n_neighbors, *self.select_n_neighbors])
+        need = max(self.n_clusters, biggest + 1, self.n_components + 2)
+        require(self.manifold_sample >= need, f"{s}.manifold_sample",
+                f"'{s}.manifold_sample' ({self.manifold_sample}) is too small for n_clusters={self.n_clusters}, "
+                f"n_neighbors up to {biggest} and n_components={self.n_components}",
+                f"use at least {need} rows, e.g. 100000")
+        require(self.holdout >= 0, f"{s}.holdout", f"'{s}.holdout' is {self.holdout}", "use 0 or more rows")
+        require(self.select_seeds >= 1, f"{s}.select_seeds", f"'{s}.select_seeds' is {self.select_seeds}",
+                "use 1 or more seeds (2 lets the rule see instability)")
+        require(not self.select_n_neighbors or self.select_sample >= need, f"{s}.select_sample",
+                f"'{s}.select_sample' ({self.select_sample}) is below {need}", f"use at least {need} rows")
+        require(self.gmm_n_init >= 1, f"{s}.gmm_n_init", f"'{s}.gmm_n_init' is {self.gmm_n_init}", "use 1 or more")
+        require(self.gmm_reg_covar > 0, f"{s}.gmm_reg_covar", f"'{s}.gmm_reg_covar' is {self.gmm_reg_covar}",
+                "use a small positive value, e.g. 1e-6")
+        require(all(h >= 1 for h in self.head_hidden), f"{s}.head_hidden", f"'{s}.head_hidden' is {self.head_hidden}",
+                "use positive layer widths, e.g. [256, 256] ([] = a linear head)")
+        require(self.head_epochs >= 1, f"{s}.head_epochs", f"'{s}.head_epochs' is {self.head_epochs}",
+                "use 1 or more epochs: assignment goes through the head")
+        require(self.head_lr > 0, f"{s}.head_lr", f"'{s}.head_lr' is {self.head_lr}", "use e.g. 1e-3")
+        require(self.head_knn >= 0, f"{s}.head_knn", f"'{s}.head_knn' is {self.head_knn}",
+                "use 0 (sample regression only) or a few neighbours, e.g. 10")
+        require(self.head_resp_weight >= 0, f"{s}.head_resp_weight", f"'{s}.head_resp_weight' is "
+                f"{self.head_resp_weight}", "use 0 (coordinates only) or a positive weight, e.g. 1")
+        require(self.assign in ("proba", "nearest"), f"{s}.assign", f"'{s}.assign' is '{self.assign}'",
+                "use proba (mixture posterior) or nearest (nearest component mean)")
+        if self.pretrained is not None:
+            from ..artifact import artifact_dir
+
+            self.pretrained = str(artifact_dir(self.pretrained).resolve())
+            require(Path(self.pretrained, "weights.pt").is_file(), f"{s}.pretrained",
+                    f"'{s}.pretrained' ({self.pretrained}) is not a distclust model directory (no weights.pt)",
+                    "pass RUN_DIR/model of an ae-kmeans (or same-network) run on the same data, or null to pretrain")
+
+
+def gmm_log_resp(y: torch.Tensor, log_w: torch.Tensor, means: torch.Tensor, prec_chol: torch.Tensor) -> torch.Tensor:
+    """log p(k | y) of a full-covariance Gaussian mixture, from scikit-learn's ``precisions_cholesky_``."""
+    y = y.to(means.dtype)
+    d = y.shape[1]
+    # ‖(y − μ_k) L_k‖², L_k the Cholesky factor of the precision (as sklearn's _estimate_log_gaussian_prob)
+    proj = torch.einsum("nd,kde->nke", y, prec_chol) - torch.einsum("kd,kde->ke", means, prec_chol)[None]
+    log_det = torch.log(torch.diagonal(prec_chol, dim1=1, dim2=2)).sum(1)
+    log_prob = -0.5 * (d * math.log(2 * math.pi) + (proj ** 2).sum(2)) + log_det[None]
+    return torch.log_softmax(log_prob + log_w[None], dim=1)
+
+
+def fit_umap(z: np.ndarray, n_neighbors: int, p: ManifoldParams, seed: int):
+    """umap-learn, seeded (single-threaded: umap-learn's price for reproducibility)."""
+    import warnings
+
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+        return umap.UMAP(n_neighbors=n_neighbors, n_components=p.n_components, min_dist=p.min_dist,
+                         n_epochs=p.umap_epochs, random_state=seed, n_jobs=1).fit(z)
+
+
+def fit_gmm(y: np.ndarray, p: ManifoldParams, seed: int):
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(p.n_clusters, covariance_type="full", random_state=seed, n_init=p.gmm_n_init,
+                           reg_covar=p.gmm_reg_covar, max_iter=300).fit(y)
+
+
+def select_n_neighbors(z: np.ndarray, candidates: list[int], p: ManifoldParams, seed: int,
+                       rank: int = 0, world: int = 1, combine=None) -> dict:
+    """Label-free choice of UMAP's ``n_neighbors``: the candidate whose partitions agree most with all others.
+
+    For each candidate and each of ``select_seeds`` seeds, UMAP + the mixture are fitted on a seeded
+    subset (``select_sample`` rows) and give a partition. A candidate's score is the mean adjusted Rand
+    index between its partitions and every other partition (other seeds of itself: stability; other
+    candidates: consensus). A setting that breaks the structure — fragments it (too few neighbours),
+    merges clusters (too many), or lands in a different optimum with each seed — disagrees with the
+    rest and scores low. Ties go to the smaller candidate.
+
+    In training the fits are dealt to the workers (``rank``/``world``; ``combine`` sums the
+    (runs, rows) label table over workers), so the rule costs ~runs/world fits of wall time.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(seed + 29)
+    sub = z if len(z) <= p.select_sample else z[np.sort(rng.choice(len(z), p.select_sample, replace=False))]
+    cands = sorted(set(candidates))
+    runs = [(c, s) for c in cands for s in range(p.select_seeds)]
+    table = np.zeros((len(runs), len(sub)), dtype=np.int64)
+    for i, (c, s) in enumerate(runs):
+        if i % world == rank:
+            y = fit_umap(sub, min(c, len(sub) - 1), p, seed + 1000 * s).embedding_.astype(np.float64)
+            table[i] = fit_gmm(y, p, seed + 1000 * s).predict(y)
+    if combine is not None:
+        table = combine(table)
+    parts = dict(zip(runs, table))
+    scores, stability = {}, {}
+    for c in cands:
+        mine = [a for a in runs if a[0] == c]
+        scores[c] = float(np.mean([adjusted_rand_score(parts[a], parts[b]) for a in mine for b in runs if b != a]))
+        own = [adjusted_rand_score(parts[a], parts[b]) for a in mine for b in mine if a < b]
+        stability[c] = float(np.mean(own)) if own else float("nan")
+    best = max(cands, key=lambda c: (round(scores[c], 6), -c))
+    return {"best": best, "scores": scores, "stability": stability, "partitions": parts, "rows": len(sub)}
+
+
+def knn_targets(dist2: torch.Tensor, idx: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Membership-weighted mean of the neighbours' coordinates: w_j = exp(−(d_j − d_1) / σ), σ the mean
+    excess distance (a cheap stand-in for UMAP's smooth-kNN weights, which ``UMAP.transform`` uses to
+    initialise a new point)."""
+    d = dist2.clamp_min(0).sqrt()
+    excess = d - d[:, :1]
+    sigma = excess.mean(1, keepdim=True).clamp_min(1e-8)
+    w = torch.softmax(-excess / sigma, dim=1)
+    return (w.unsqueeze(2) * coords[idx]).sum(1)
+
+
+class Manifold(AEKMeans):
+    """Autoencoder → UMAP → Gaussian mixture, served by a learned embedding → UMAP head."""
+
+    name = "manifold"
+    Params = ManifoldParams
+    find_unused_parameters = True      # the head stage leaves the autoencoder out of its loss
+
+    def __init__(self, input_dim, params: ManifoldParams, normalizer=None):
+        super().__init__(input_dim, params, normalizer)
+        d, c, k = params.latent_dim, params.n_components, params.n_clusters
+        self.assign_by = "proba" if params.assign == "proba" else "prototype"
+        # the run report draws transform() (the learned UMAP coordinates) as they are when 2-D, else by a 2-D UMAP
+        self.report_projection = "umap" if params.n_components > 2 else "pca"
+        self.head = mlp([d, *params.head_hidden, c], params.activation)
+        for name, shape in (("z_shift", (d,)), ("z_scale", (d,)), ("y_shift", (c,)), ("y_scale", (c,))):
+            self.register_buffer(name, torch.zeros(shape) if "shift" in name else torch.ones(shape))
+        self.register_buffer("gmm_log_w", torch.full((k,), -math.log(k), dtype=torch.float64))
+        self.register_buffer("gmm_means", torch.zeros(k, c, dtype=torch.float64))
+        self.register_buffer("gmm_prec_chol", torch.eye(c, dtype=torch.float64).repeat(k, 1, 1))
+        self.register_buffer("n_neighbors_used", torch.zeros((), dtype=torch.long))
+        self._fit: dict | None = None     # the fitted sample (not saved: rebuilt on resume)
+        self._index = None
+
+    # -- networks -----------------------------------------------------------------------
+    def ae_embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ae.encoder(self.normalizer(x))
+
+    def head_std(self, z: torch.Tensor) -> torch.Tensor:
+        """The head in standardised units (input z and output coordinates both standardised)."""
+        return self.head((z - self.z_shift) / self.z_scale)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The learned UMAP coordinates of raw rows (``transform``)."""
+        return self.head_std(self.ae_embed(x)) * self.y_scale + self.y_shift
+
+    def predict_proba(self, x):
+        return gmm_log_resp(self.embed(x), self.gmm_log_w, self.gmm_means, self.gmm_prec_chol).exp().float()
+
+    def prototypes(self):
+        return self.gmm_means.float()
+
+    # -- stages ---------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        from .vade import load_pretrained_autoencoder
+
+        p = self.params
+        pre = self.pretrain_stage()
+        if p.pretrained:
+            def load(ctx):
+                load_pretrained_autoencoder(self, p.pretrained)
+                return {"pretrained_loaded": 1.0}
+
+            pre = Stage("pretrain", 0, p.pretrain_lr, on_start=load)
+
+        def on_step(ctx, step):
+            if self._fit is None:   # resumed inside the head stage: rebuild the seeded fit
+                self.fit_manifold(ctx)
+            return None
+
+        def on_epoch_end(ctx, epoch):
+            self.is_fitted.fill_(True)
+            return None
+
+        def agreement(ctx):
+            if self._fit is None:
+                self.fit_manifold(ctx)
+            return self.agreement(ctx)
+
+        return [pre, Stage("manifold", 0, 0.0, on_start=self.fit_manifold),
+                Stage("head", p.head_epochs, p.head_lr, parameters=self.head.parameters, on_step=on_step,
+                      on_epoch_end=on_epoch_end),
+                Stage("agreement", 0, 0.0, on_start=agreement)]
+
+    @torch.no_grad()
+    def fit_manifold(self, ctx: "WorkerContext") -> dict:
+        """Gather, fit UMAP + mixture on rank 0, broadcast the sample's coordinates and the mixture."""
+        import time
+
+        p, dev = self.params, ctx.device
+        t0 = time.time()
+        z_all = ctx.gather_sample(lambda b: self.ae_embed(b["features"]), p.manifold_sample + p.holdout)
+        n = len(z_all)
+        n_hold = min(p.holdout, n // 5)
+        need = max(self.n_clusters, p.n_neighbors + 1, p.n_components + 2)
+        if n - n_hold < need:
+            raise DataError(f"only {n - n_hold} rows reached the manifold fit; n_clusters={self.n_clusters}, "
+                            f"n_neighbors={p.n_neighbors} and n_components={p.n_components} need {need}",
+                            "model.manifold_sample", "train on more rows, or lower n_neighbors / n_clusters")
+        perm = torch.from_numpy(np.random.default_rng(ctx.seed + 17).permutation(n)).to(z_all.device)
+        z, z_hold = z_all[perm[n_hold:]], z_all[perm[:n_hold]]
+        k, c = self.n_clusters, p.n_components
+        y = torch.zeros(len(z), c, device=dev)
+        y_hold = torch.zeros(n_hold, c, device=dev)
+        head = torch.zeros(4, dtype=torch.float64)   # n_neighbors, fit seconds, loglik/row, bic
+        mix = torch.zeros(k + k * c + k * c * c, dtype=torch.float64)
+        cands = sorted(set(p.select_n_neighbors))
+        zn = z.cpu().double().numpy()
+        nn_, scores = p.n_neighbors, {}
+        if cands:   # every rank fits its share of the rule's runs; every rank then scores them alike
+            sel = select_n_neighbors(zn, cands, p, ctx.seed, ctx.rank, ctx.world_size,
+                                     lambda t: ctx.all_reduce(torch.from_numpy(t).to(dev)).cpu().numpy())
+            nn_, scores = sel["best"], sel["scores"]
+        if ctx.rank == 0:
+            t1 = time.time()
+            um = fit_umap(zn, nn_, p, ctx.seed)
+            yn = um.embedding_.astype(np.float64)
+            head[1] = time.time() - t1
+            gmm = fit_gmm(yn, p, ctx.seed)
+            head[0], head[2], head[3] = nn_, gmm.score(yn), gmm.bic(yn)
+            mix = torch.cat([torch.log(torch.as_tensor(gmm.weights_)), torch.as_tensor(gmm.means_).reshape(-1),
+                             torch.as_tensor(gmm.precisions_cholesky_).reshape(-1)])
+            y = torch.as_tensor(yn, dtype=torch.float32)
+            if n_hold:
+                y_hold = torch.as_tensor(um.transform(z_hold.cpu().double().numpy()), dtype=torch.float32)
+        head, mix = ctx.broadcast(head.to(dev)).cpu(), ctx.broadcast(mix.to(dev)).cpu()
+        y, y_hold = ctx.broadcast(y.to(dev)), ctx.broadcast(y_hold.to(dev))
+        self.gmm_log_w.copy_(mix[:k])
+        self.gmm_means.copy_(mix[k:k + k * c].reshape(k, c))
+        self.gmm_prec_chol.copy_(mix[k + k * c:].reshape(k, c, c))
+        self.n_neighbors_used.fill_(int(head[0]))
+        self.z_shift.copy_(z.mean(0))
+        self.z_scale.copy_(z.std(0).clamp_min(1e-6))
+        self.y_shift.copy_(y.mean(0))
+        self.y_scale.copy_(y.std(0).clamp_min(1e-6))
+        log_r = gmm_log_resp(y, self.gmm_log_w, self.gmm_means, self.gmm_prec_chol)
+        self._fit = {"z": z.to(dev), "y": y, "z_hold": z_hold.to(dev), "y_hold": y_hold, "log_r": log_r}
+        self._index = None
+        out = {"manifold_rows": float(len(z)), "holdout_rows": float(n_hold), "n_neighbors": float(head[0]),
+               "umap_fit_s": float(head[1]), "gmm_loglik": float(head[2]), "gmm_bic": float(head[3]),
+               "manifold_s": time.time() - t0}
+        out.update({f"select_score_nn{c_}": float(v) for c_, v in scores.items()})
+        return out
+
+    # -- the head's loss --------------------------------------------------------------------
+    def knn_index(self):
+        if self._index is None:
+            from ..faiss_ops import NearestPrototype
+
+            zs = (self._fit["z"] - self.z_shift) / self.z_scale
+            self._index = NearestPrototype(zs.cpu().numpy(), use_gpu=False)
+        return self._index
+
+    def forward(self, x, stage):
+        if stage != "head":
+            return super().forward(x, stage)
+        f, p = self._fit, self.params
+        ys_all = (f["y"] - self.y_shift) / self.y_scale
+        g = torch.Generator().manual_seed(int(self.train_step) * 7919 + int(torch.initial_seed() % 1_000_003))
+        pick = torch.randint(0, len(f["z"]), (x.shape[0],), generator=g).to(x.device)
+        pred = self.head_std(f["z"][pick])
+        fit_mse = ((pred - ys_all[pick]) ** 2).mean()
+        out = {"fit_mse": fit_mse.detach()}
+        loss = fit_mse
+        if p.head_resp_weight:
+            # keep each sample row's cluster posterior: coordinates alone can cross a tight component's edge
+            log_r = f["log_r"][pick]
+            log_q = gmm_log_resp(pred * self.y_scale + self.y_shift, self.gmm_log_w, self.gmm_means,
+                                 self.gmm_prec_chol)
+            resp_kl = (log_r.exp() * (log_r - log_q)).sum(1).mean().float()
+            out["resp_kl"] = resp_kl.detach()
+            loss = loss + p.head_resp_weight * resp_kl
+        if p.head_knn:
+            with torch.no_grad():
+                z = self.ae_embed(x)
+                zs = (z - self.z_shift) / self.z_scale
+                kk = min(p.head_knn, len(f["z"]))
+                idx, d2 = self.knn_index().search(zs.cpu().numpy(), kk)
+                d2, idx = torch.as_tensor(d2).reshape(len(z), kk), torch.as_tensor(idx).reshape(len(z), kk)
+                target = knn_targets(d2.to(x.device), idx.to(x.device), ys_all)
+            knn_mse = ((self.head(zs) - target) ** 2).mean()
+            out["knn_mse"] = knn_mse.detach()
+            loss = loss + knn_mse
+        out["loss"] = loss
+        return out
+
+    # -- head vs UMAP.transform ----------------------------------------------------------------
+    @torch.no_grad()
+    def agreement(self, ctx: "WorkerContext") -> dict:
+        """On the held-out rows: clusters from the head vs clusters from UMAP.transform (same mixture)."""
+        f = self._fit
+        out = {}
+        sample_pred = self.head_std(f["z"]) * self.y_scale + self.y_shift
+        out["head_r2_sample"] = float(1 - ((sample_pred - f["y"]) ** 2).sum() / ((f["y"] - f["y"].mean(0)) ** 2).sum())
+        lr = lambda y: gmm_log_resp(y, self.gmm_log_w, self.gmm_means, self.gmm_prec_chol).argmax(1)  # noqa: E731
+        out["head_agreement_sample"] = float((lr(sample_pred) == lr(f["y"])).float().mean())
+        if len(f["z_hold"]):
+            hold_pred = self.head_std(f["z_hold"]) * self.y_scale + self.y_shift
+            out["head_umap_agreement"] = float((lr(hold_pred) == lr(f["y_hold"])).float().mean())
+            yh = f["y_hold"]
+            out["head_r2_holdout"] = float(1 - ((hold_pred - yh) ** 2).sum() / ((yh - yh.mean(0)) ** 2).sum())
+        return out
