@@ -24,10 +24,33 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _names(v: str | None) -> list[str]:
+    return [c.strip() for c in v.split(",") if c.strip()] if v else []
+
+
 def cmd_ingest(a) -> int:
     from .data import ingest
 
-    m = ingest(a.src, a.out, shards=a.shards, overwrite=a.overwrite, progress=not a.quiet)
+    if a.id_column or a.label_column or a.columns or a.exclude or a.categorical:
+        import warnings
+
+        from .data.features import FeatureOptions
+        from .data.table_ingest import ingest_table
+
+        opt = FeatureOptions(max_levels=a.max_levels, hash_above=a.hash_above, hash_buckets=a.hash_buckets,
+                             numeric_transform=a.numeric_transform, categorical=_names(a.categorical))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = ingest_table(a.src, a.out, id_column=a.id_column, label_column=a.label_column,
+                             columns=_names(a.columns), exclude=_names(a.exclude), options=opt, shards=a.shards,
+                             overwrite=a.overwrite, progress=not a.quiet)
+        for w in caught:
+            print(f"distclust ingest: warning: {w.message}", file=sys.stderr)
+        from .data.features import FeaturePipeline
+
+        print(FeaturePipeline.from_dict(m.stats.pipeline).describe())
+    else:
+        m = ingest(a.src, a.out, shards=a.shards, overwrite=a.overwrite, progress=not a.quiet)
     print(f"ingested {m.rows} rows × {m.dim} features into {len(m.shards)} shards"
           f"{' with labels' if m.has_label else ''}")
     print(str(Path(a.out).resolve()))
@@ -165,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shards", type=int, default=8)
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    g = s.add_argument_group("mixed-type tables (any of these reads SRC as a table: numbers, text, "
+                             "booleans, dates, missing values)")
+    g.add_argument("--id-column", help="the table's own id column (kept under its name and type; unique, no nulls)")
+    g.add_argument("--label-column", help="ground-truth column for evaluation (not a feature)")
+    g.add_argument("--columns", help="comma-separated feature columns (default: all but id and label)")
+    g.add_argument("--exclude", help="comma-separated columns to leave out")
+    g.add_argument("--categorical", help="comma-separated numeric columns to treat as categories (codes)")
+    g.add_argument("--max-levels", type=int, default=64, help="frequent levels one-hot encoded per category")
+    g.add_argument("--hash-above", type=int, default=1000,
+                   help="categorical columns with more distinct values are hashed")
+    g.add_argument("--hash-buckets", type=int, default=32)
+    g.add_argument("--numeric-transform", choices=["auto", "none", "log1p", "quantile"], default="auto",
+                   help="before robust scaling (auto: log1p for skewed non-negative columns)")
     s.set_defaults(fn=cmd_ingest)
 
     s = sub.add_parser("train", help="train a job spec with Ray Train")
