@@ -91,7 +91,7 @@ def cmd_assign(a) -> int:
 
     s = run_assign(a.model, a.data, a.out, overwrite=a.overwrite, actors=a.actors, use_gpu=a.gpu,
                    rows_per_unit=a.rows_per_unit, threads_per_actor=a.threads_per_actor,
-                   progress=not a.quiet, allow_shift=a.allow_shift)
+                   progress=not a.quiet, allow_shift=a.allow_shift, keep=_names(a.keep))
     print(f"assigned {s['rows']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.0f} rows/s); "
           f"{s['resumed_units']} of {s['units']} parts were already done")
     print(s["out"])
@@ -132,6 +132,13 @@ def cmd_report(a) -> int:
     else:
         path = write_report(a.run_dir, data=a.data, sample=a.sample, projection=a.projection, seed=a.seed)
     print(str(path))
+    return 0
+
+
+def cmd_profile(a) -> int:
+    from .report.profile import write_profile
+
+    print(str(write_profile(a.assign_dir, a.table, out=a.out, sample=a.sample, seed=a.seed)))
     return 0
 
 
@@ -226,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", action="store_true", help="run the encoder and FAISS on GPUs")
     s.add_argument("--allow-shift", action="store_true",
                    help="assign even if the data's value range is far from the training data's")
+    s.add_argument("--keep", help="comma-separated columns of a raw table to copy into the output")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_assign)
 
@@ -255,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2-D projection of the latents (tsne: slower, separates clusters better)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("profile", help="segment profiles of an assignment: sizes, medians, top levels, lift")
+    s.add_argument("assign_dir", help="the OUT folder of 'distclust assign'")
+    s.add_argument("table", help="the raw table that was assigned (CSV, Parquet file or folder)")
+    s.add_argument("--out", help="output folder (default ASSIGN_DIR/profile)")
+    s.add_argument("--sample", type=int, default=200_000, help="rows sampled (seeded) for column statistics")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_profile)
 
     default_address = os.environ.get("DISTCLUST_JOB_ADDRESS", "http://127.0.0.1:8265")
     s = sub.add_parser("submit", help="submit a train or tune spec to a Ray cluster (Job Submission API)")

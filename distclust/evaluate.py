@@ -37,11 +37,17 @@ def evaluate(assign_dir: str | Path, data: str | Path, silhouette_sample: int = 
     if "label" not in names:
         raise DataError(f"'{data}' has no 'label' column, so there is nothing to compare against", str(data),
                         "ingest the data with labels (an npz 'y' array or a 'label' column)")
-    assigned = _read_column_table(a_files, ["id", "cluster"]).to_pandas()
-    truth = _read_column_table(d_files, ["id", "label"]).to_pandas()
-    if assigned["id"].duplicated().any():
+    # an assignment of a table is keyed by the table's own id column, which the dataset's shards also hold
+    a_names = pq.ParquetFile(a_files[0]).schema_arrow.names
+    key = "id" if "id" in a_names else a_names[0]
+    if key not in names:
+        raise DataError(f"the assignment is keyed by '{key}' but the dataset has no such column", str(data),
+                        "pass the dataset ingested (with --id-column) from the table that was assigned")
+    assigned = _read_column_table(a_files, [key, "cluster"]).to_pandas()
+    truth = _read_column_table(d_files, list(dict.fromkeys(["id", key, "label"]))).to_pandas()
+    if assigned[key].duplicated().any():
         raise DataError("the assignment holds duplicate ids", str(assign_dir), "re-run 'distclust assign --overwrite'")
-    joined = truth.merge(assigned, on="id", how="inner")
+    joined = truth.merge(assigned, on=key, how="inner")
     if len(joined) < len(truth):
         raise DataError(f"{len(truth) - len(joined)} of {len(truth)} labelled rows have no assignment", str(assign_dir),
                         "re-run 'distclust assign' to finish it, or pass the dataset that was assigned")

@@ -38,6 +38,7 @@ REFERENCE_DATE = "1970-01-01"   # temporal columns become days since this date
 CLIP = 8.0                      # robust-scaled numbers are clipped to ±CLIP (outliers do not dominate MSE)
 OTHER, MISSING = "__other__", "__missing__"
 PIPELINE_VERSION = 1
+NUMBER_RE = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 HASH_KEY = "distclust-hash-0"   # 16 bytes: pandas' siphash key, fixed so buckets never move
 
 
@@ -52,7 +53,7 @@ class FeatureOptions:
     max_levels: int = 64                 # most frequent levels one-hot encoded per categorical column
     hash_above: int = 1000               # more distinct values than this → hashing
     hash_buckets: int = 32
-    numeric_transform: str = "auto"      # auto (log1p for skewed non-negative columns) | none | log1p | quantile
+    numeric_transform: str = "auto"      # auto (log1p for non-negative columns with skewness > 1) | none | log1p | quantile
     sample_rows: int = 100_000           # rows sampled (seeded) for medians, IQRs and quantiles
     seed: int = 0
     categorical: list[str] = field(default_factory=list)   # numeric-typed columns to treat as categorical
@@ -166,6 +167,9 @@ class PipelineFitter:
         self.hi = dict.fromkeys(self.numeric, -math.inf)
         self.sample = _Sample(options.sample_rows, len(self.numeric), options.seed)
         self.counts: dict[str, dict | None] = {c: {} for c in self.categorical}   # None: over hash_above
+        # text columns whose values mostly look like numbers: a CSV column mixing numbers and text
+        self.numberlike = {c: [0, 0, None] for c in self.categorical
+                           if self.kinds[c] == "string" and c not in options.categorical}
 
     def update(self, batch: pa.RecordBatch | pa.Table) -> None:
         n = batch.num_rows
@@ -190,6 +194,15 @@ class PipelineFitter:
         for c in self.categorical:
             col = batch.column(c)
             self.nulls[c] += col.null_count
+            if c in self.numberlike:
+                s = string_values(col)
+                looks = pc.match_substring_regex(s, NUMBER_RE)
+                acc = self.numberlike[c]
+                acc[0] += pc.sum(looks).as_py() or 0
+                acc[1] += len(s) - s.null_count
+                if acc[2] is None:
+                    odd = pc.filter(s, pc.invert(pc.fill_null(looks, True)))
+                    acc[2] = odd[0].as_py() if len(odd) else None
             if self.counts[c] is None:
                 continue
             vc = pc.value_counts(string_values(col))
@@ -201,6 +214,12 @@ class PipelineFitter:
                 self.counts[c] = None   # high cardinality: stop counting, hash instead
 
     def result(self) -> "FeaturePipeline":
+        for c, (numeric, nonnull, example) in self.numberlike.items():
+            if nonnull and numeric < nonnull and numeric >= 0.5 * nonnull:
+                raise DataError(f"column '{c}' mixes numbers and text ({numeric} of {nonnull} values are "
+                                f"numbers, others like {example!r})", self.where,
+                                f"clean the column so it holds only numbers, or pass --categorical {c} to "
+                                "treat every value as a category")
         plans = []
         for j, c in enumerate(self.numeric):
             nulls = self.nulls[c]
@@ -250,7 +269,7 @@ def _fit_numeric(name: str, kind: str, typ: str, s: np.ndarray, lo: float, nulls
         skew = 0.0
         if len(s) > 2 and s.std() > 0:
             skew = float(((s - s.mean()) ** 3).mean() / s.std() ** 3)
-        transform = "log1p" if lo >= 0 and skew > 2.0 else "none"
+        transform = "log1p" if lo >= 0 and skew > 1.0 else "none"
     plan = {"name": name, "role": "numeric", "kind": kind, "type": typ, "transform": transform,
             "indicator": nulls > 0, "missing_share": None}
     if transform == "quantile":
@@ -355,23 +374,13 @@ class FeaturePipeline:
             except Exception as e:  # noqa: BLE001
                 raise DataError(f"cannot read the input as a table ({type(e).__name__}: {e})", where,
                                 "pass a pandas DataFrame or a pyarrow Table with the training columns") from None
-        names = table.schema.names
-        missing = [c for c in self.input_columns if c not in names]
-        if missing:
-            raise DataError(f"the table lacks column{'s' if len(missing) > 1 else ''} "
-                            f"{', '.join(repr(c) for c in missing[:8])} that the model was trained on", where,
-                            "pass a table with every training column (extra columns are ignored)")
+        self.check_schema(table.schema, where)
         n = table.num_rows
         X = np.zeros((n, self.dim), np.float32)
         rows = np.arange(n)
         for p, start in zip(self.columns, self._starts()):
             col = table.column(p["name"])
-            kind = type_kind(col.type)
             if p["role"] == "numeric":
-                if kind not in ("numeric", "temporal", "null"):
-                    raise DataError(f"column '{p['name']}' holds {col.type} but the training data had "
-                                    f"{p['type']} (numbers)", where,
-                                    f"convert '{p['name']}' back to numbers, as in the training data")
                 x = numeric_values(col)
                 miss = np.isnan(x)
                 v = (_transform_values(p, np.where(miss, 0.0, x)) - p["center"]) / p["scale"]
@@ -381,9 +390,6 @@ class FeaturePipeline:
                 if p["indicator"]:
                     X[:, start + 1] = miss
                 continue
-            if kind not in ("null", p["kind"]):
-                raise DataError(f"column '{p['name']}' holds {col.type} but the training data had {p['type']}",
-                                where, f"give '{p['name']}' the type it had in the training data")
             s = string_values(col)
             nulls = pc.is_null(s).to_numpy(zero_copy_only=False)
             if p["role"] == "categorical":
@@ -397,6 +403,22 @@ class FeaturePipeline:
                 code[nulls] = B
             X[rows, start + code] = 1.0
         return X
+
+    def check_schema(self, schema: pa.Schema, where: str) -> None:
+        """Every training column present, with the kind of type it had (numbers stay numbers)."""
+        missing = [c for c in self.input_columns if c not in schema.names]
+        if missing:
+            raise DataError(f"the table lacks column{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(repr(c) for c in missing[:8])} that the model was trained on", where,
+                            "pass a table with every training column (extra columns are ignored)")
+        for p in self.columns:
+            t = schema.field(p["name"]).type
+            kind = type_kind(t)
+            ok = kind in ("numeric", "temporal", "null") if p["role"] == "numeric" else kind in (p["kind"], "null")
+            if not ok:
+                had = f"{p['type']} (numbers)" if p["role"] == "numeric" else p["type"]
+                raise DataError(f"column '{p['name']}' holds {t} but the training data had {had}", where,
+                                f"give '{p['name']}' the type it had in the training data")
 
     def _starts(self) -> list[int]:
         starts, seen = [], set()

@@ -9,7 +9,7 @@ import torch
 
 from ..spec import require
 from .base import ClusterModel, ModelParams, Stage
-from .networks import Autoencoder, check_network_params, reconstruction_loss
+from .networks import Autoencoder, check_network_params, reconstruction_loss, require_layout, typed_reconstruction_loss
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
@@ -20,7 +20,7 @@ class AEParams(ModelParams):
     latent_dim: int = 10
     hidden: list[int] = field(default_factory=lambda: [500, 500, 2000])
     activation: str = "relu"
-    recon: str = "mse"                 # mse | bce (bce expects features in [0, 1])
+    recon: str = "mse"                 # mse | bce (features in [0, 1]) | typed (per-column losses of a table)
     pretrain_epochs: int = 50
     pretrain_lr: float = 1e-3
     weight_decay: float = 0.0
@@ -31,7 +31,8 @@ class AEParams(ModelParams):
     def check(self, s: str) -> None:
         super().check(s)
         check_network_params(self, s, "[500, 500, 2000]")
-        require(self.recon in ("mse", "bce"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'", "use mse or bce")
+        require(self.recon in ("mse", "bce", "typed"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
+                "use mse, bce, or typed (tables ingested with --id-column)")
         require(self.pretrain_epochs >= 0, f"{s}.pretrain_epochs",
                 f"'{s}.pretrain_epochs' is {self.pretrain_epochs}", "use 0 or more epochs")
         for key in ("pretrain_lr",):
@@ -77,6 +78,7 @@ class AEKMeans(ClusterModel):
         super().__init__(input_dim, params, normalizer)
         self.ae = Autoencoder(input_dim, params.hidden, params.latent_dim, params.activation)
         self.register_buffer("centroids", torch.zeros(params.n_clusters, params.latent_dim))
+        self.layout = require_layout(self.normalizer, params.recon, "model.recon")
 
     # the pretraining stage is shared by DEC / IDEC / VaDE-style models
     def pretrain_stage(self) -> Stage:
@@ -96,10 +98,16 @@ class AEKMeans(ClusterModel):
     def stages(self) -> list[Stage]:
         return [self.pretrain_stage(), self.kmeans_stage()]
 
+    def reconstruction(self, x_hat: torch.Tensor, xn: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Mean reconstruction loss of a batch: per-column typed losses when the data is a table."""
+        if self.layout is not None:
+            return typed_reconstruction_loss(x_hat, xn, x, self.layout).mean()
+        return reconstruction_loss(x_hat, xn, self.params.recon)
+
     def recon_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xn = self.normalizer(x)
         z, x_hat = self.ae(xn)
-        return reconstruction_loss(x_hat, xn, self.params.recon), z
+        return self.reconstruction(x_hat, xn, x), z
 
     def forward(self, x, stage):
         loss, _ = self.recon_loss(x)
