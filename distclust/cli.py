@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("profile", help="segment profiles of an assignment: sizes, medians, top levels, lift")
     s.add_argument("assign_dir", help="the OUT folder of 'distclust assign'")
     s.add_argument("table", help="the raw table that was assigned (CSV, Parquet file or folder)")
-    s.add_argument("--out", help="output folder (default ASSIGN_DIR/profile)")
+    s.add_argument("--out", help="output folder (default ASSIGN_DIR/_profile)")
     s.add_argument("--sample", type=int, default=200_000, help="rows sampled (seeded) for column statistics")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_profile)

@@ -116,6 +116,15 @@ def hash_buckets(values: pa.Array, buckets: int) -> np.ndarray:
     return out
 
 
+def _parse_dates(col, name: str, where: str):
+    """ISO-8601 text → timestamps, for a date column that arrived as text."""
+    try:
+        return pc.cast(col, pa.timestamp("ns"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise DataError(f"column '{name}' holds text that is not an ISO date ({str(e).splitlines()[0]})", where,
+                        f"pass '{name}' as dates (e.g. pandas.to_datetime) or ISO text such as 2024-03-01") from None
+
+
 # --------------------------------------------------------------------------- fitting
 class _Sample:
     """Uniform sample of ``cap`` rows over a stream: keep the rows with the smallest random keys."""
@@ -381,6 +390,8 @@ class FeaturePipeline:
         for p, start in zip(self.columns, self._starts()):
             col = table.column(p["name"])
             if p["role"] == "numeric":
+                if p["kind"] == "temporal" and type_kind(col.type) == "string":
+                    col = _parse_dates(col, p["name"], where)
                 x = numeric_values(col)
                 miss = np.isnan(x)
                 v = (_transform_values(p, np.where(miss, 0.0, x)) - p["center"]) / p["scale"]
@@ -415,6 +426,7 @@ class FeaturePipeline:
             t = schema.field(p["name"]).type
             kind = type_kind(t)
             ok = kind in ("numeric", "temporal", "null") if p["role"] == "numeric" else kind in (p["kind"], "null")
+            ok = ok or (p["kind"] == "temporal" and kind == "string")   # ISO dates read as text (pandas read_csv)
             if not ok:
                 had = f"{p['type']} (numbers)" if p["role"] == "numeric" else p["type"]
                 raise DataError(f"column '{p['name']}' holds {t} but the training data had {had}", where,

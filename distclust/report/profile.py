@@ -200,13 +200,14 @@ def _matrix(rows: list[dict], segments: list[int], columns: list[str], key: str)
 
 def write_profile(assign_dir: str | Path, table: str | Path, out: str | Path | None = None,
                   sample: int = 200_000, seed: int = 0) -> Path:
-    """Compute the profile and write index.html, profile.json and CSVs into ``out`` (default ASSIGN_DIR/profile)."""
+    """Compute the profile and write index.html, profile.json and CSVs into ``out`` (default ASSIGN_DIR/_profile)."""
     import pandas as pd
 
     from . import html, plots
 
     prof = compute_profile(assign_dir, table, sample, seed)
-    out = Path(out) if out else Path(assign_dir) / "profile"
+    # "_" prefix: Parquet readers of the assignment folder skip it
+    out = Path(out) if out else Path(assign_dir) / "_profile"
     out.mkdir(parents=True, exist_ok=True)
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
