@@ -27,6 +27,8 @@ class AEParams(ModelParams):
     kmeans_niter: int = 100
     kmeans_nredo: int = 5
     kmeans_sample: int = 200_000       # rows gathered over all workers for FAISS k-means
+    column_dropout: float = 0.0        # recon: typed — share of table columns hidden from the encoder while
+    #                                    pretraining (denoising: the code must carry what columns share)
 
     def check(self, s: str) -> None:
         super().check(s)
@@ -42,6 +44,8 @@ class AEParams(ModelParams):
                 "use 0 or a positive weight decay")
         require(self.kmeans_niter >= 1 and self.kmeans_nredo >= 1, f"{s}.kmeans_niter",
                 "k-means needs at least 1 iteration and 1 restart", "set kmeans_niter and kmeans_nredo ≥ 1")
+        require(0 <= self.column_dropout < 1, f"{s}.column_dropout", f"'{s}.column_dropout' is {self.column_dropout}",
+                "use a share in [0, 1), e.g. 0.3 (0 = off)")
         require(self.kmeans_sample >= self.n_clusters, f"{s}.kmeans_sample",
                 f"'{s}.kmeans_sample' ({self.kmeans_sample}) is below n_clusters", "raise kmeans_sample")
 
@@ -106,7 +110,12 @@ class AEKMeans(ClusterModel):
 
     def recon_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xn = self.normalizer(x)
-        z, x_hat = self.ae(xn)
+        rate = getattr(self.params, "column_dropout", 0.0)
+        if self.layout is not None and rate > 0 and self.training:
+            z = self.ae.encoder(self.layout.drop_columns(xn, rate))
+            x_hat = self.ae.decoder(z)
+        else:
+            z, x_hat = self.ae(xn)
         return self.reconstruction(x_hat, xn, x), z
 
     def forward(self, x, stage):

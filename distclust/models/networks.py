@@ -85,6 +85,19 @@ class BlockLayout(nn.Module):
         self.register_buffer("indicator", torch.tensor(ind, dtype=torch.long), persistent=False)
         self.register_buffer("cat_index", idx, persistent=False)
         self.register_buffer("cat_pad", pad, persistent=False)
+        # which table column each feature belongs to (a number and its missing indicator share one)
+        names = list(dict.fromkeys(b.get("column", i) for i, b in enumerate(blocks)))
+        col = torch.zeros(max((b["end"] for b in blocks), default=0), dtype=torch.long)
+        for i, b in enumerate(blocks):
+            col[b["start"]:b["end"]] = names.index(b.get("column", i))
+        self.n_columns = len(names)
+        self.register_buffer("column", col, persistent=False)
+
+    def drop_columns(self, x: torch.Tensor, rate: float) -> torch.Tensor:
+        """``x`` with a random ``rate`` of each row's table columns zeroed (whole blocks: a one-hot
+        block or a number with its indicator), so an encoder must infer them from the others."""
+        keep = (torch.rand(x.shape[0], self.n_columns, device=x.device) >= rate).to(x.dtype)
+        return x * keep[:, self.column]
 
 
 def typed_reconstruction_loss(x_hat: torch.Tensor, x_norm: torch.Tensor, x_raw: torch.Tensor,

@@ -52,6 +52,7 @@ class VaDEParams(ModelParams):
     weight_decay: float = 0.0
     pretrained: str | None = None      # artifact dir with the same autoencoder: load it, skip pretraining
     gmm_sample: int = 70_000           # rows gathered (all workers) for the GMM initialisation
+    column_dropout: float = 0.0        # recon: typed — share of table columns hidden from the encoder in pretraining
     gmm_n_init: int = 1
     epochs: int = 50                   # VaDE ELBO epochs
     lr: float = 2e-3
@@ -71,6 +72,8 @@ class VaDEParams(ModelParams):
                 "use 0 or a positive weight decay")
         require(self.gmm_sample >= self.n_clusters, f"{s}.gmm_sample",
                 f"'{s}.gmm_sample' ({self.gmm_sample}) is below n_clusters ({self.n_clusters})", "raise gmm_sample")
+        require(0 <= self.column_dropout < 1, f"{s}.column_dropout", f"'{s}.column_dropout' is {self.column_dropout}",
+                "use a share in [0, 1), e.g. 0.3 (0 = off)")
         require(self.gmm_n_init >= 1, f"{s}.gmm_n_init", f"'{s}.gmm_n_init' is {self.gmm_n_init}", "use 1 or more")
         if self.pretrained is not None:
             # resolved where the spec is read, so workers (any cwd) find it; a run dir means its model
