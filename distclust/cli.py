@@ -138,7 +138,8 @@ def cmd_report(a) -> int:
 def cmd_profile(a) -> int:
     from .report.profile import write_profile
 
-    print(str(write_profile(a.assign_dir, a.table, out=a.out, sample=a.sample, seed=a.seed)))
+    print(str(write_profile(a.assign_dir, a.table, out=a.out, sample=a.sample, seed=a.seed,
+                            exclude=_names(a.exclude))))
     return 0
 
 
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("table", help="the raw table that was assigned (CSV, Parquet file or folder)")
     s.add_argument("--out", help="output folder (default ASSIGN_DIR/_profile)")
     s.add_argument("--sample", type=int, default=200_000, help="rows sampled (seeded) for column statistics")
+    s.add_argument("--exclude", help="comma-separated columns to leave out (e.g. a ground-truth column)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_profile)
 

@@ -90,12 +90,12 @@ def _sample_rows(table: str | Path, id_col: str, ids: pa.Array, where: str) -> p
     return pa.concat_tables(parts, promote_options="permissive")
 
 
-def _kinds(t: pa.Table, id_col: str) -> tuple[list[str], list[str]]:
+def _kinds(t: pa.Table, id_col: str, exclude: list[str]) -> tuple[list[str], list[str]]:
     from ..data.tables import ROW_NUMBER_NAMES, type_kind
 
     num, cat = [], []
     for f in t.schema:
-        if f.name in (id_col, "cluster") or f.name in ROW_NUMBER_NAMES:
+        if f.name in (id_col, "cluster") or f.name in ROW_NUMBER_NAMES or f.name in exclude:
             continue
         k = type_kind(f.type)
         if k in ("numeric", "temporal"):
@@ -114,7 +114,8 @@ def _tvd(a: np.ndarray, b: np.ndarray, bins: int) -> float:
     return float(0.5 * np.abs(pa_ - pb).sum())
 
 
-def compute_profile(assign_dir: str | Path, table: str | Path, sample: int = 200_000, seed: int = 0) -> dict:
+def compute_profile(assign_dir: str | Path, table: str | Path, sample: int = 200_000, seed: int = 0,
+                    exclude: list[str] | None = None) -> dict:
     """Every figure of the profile as a JSON-able dict (see the module docstring)."""
     import pandas as pd
 
@@ -130,7 +131,7 @@ def compute_profile(assign_dir: str | Path, table: str | Path, sample: int = 200
         key = key.set_column(0, id_col, key.column(id_col).cast(raw.schema.field(id_col).type))
     joined = raw.join(key, id_col, join_type="inner")
     seg = joined.column("cluster").to_numpy()
-    num, cat = _kinds(joined, id_col)
+    num, cat = _kinds(joined, id_col, list(exclude or []))
     total = sum(sizes.values())
     segments = sorted(sizes)
     out: dict = {"rows": total, "sampled_rows": int(joined.num_rows), "id_column": id_col, "seed": seed,
@@ -199,13 +200,13 @@ def _matrix(rows: list[dict], segments: list[int], columns: list[str], key: str)
 
 
 def write_profile(assign_dir: str | Path, table: str | Path, out: str | Path | None = None,
-                  sample: int = 200_000, seed: int = 0) -> Path:
+                  sample: int = 200_000, seed: int = 0, exclude: list[str] | None = None) -> Path:
     """Compute the profile and write index.html, profile.json and CSVs into ``out`` (default ASSIGN_DIR/_profile)."""
     import pandas as pd
 
     from . import html, plots
 
-    prof = compute_profile(assign_dir, table, sample, seed)
+    prof = compute_profile(assign_dir, table, sample, seed, exclude)
     # "_" prefix: Parquet readers of the assignment folder skip it
     out = Path(out) if out else Path(assign_dir) / "_profile"
     out.mkdir(parents=True, exist_ok=True)
