@@ -53,6 +53,8 @@ def save_artifact(model, out_dir: str | os.PathLike, spec=None, data_info: dict 
         "assign_by": model.assign_by,
         "spec": spec.to_dict() if spec is not None else None,
         "data": data_info or {},
+        # the fitted feature pipeline of a mixed-type table: assign and predict take raw tables
+        "features": getattr(model.normalizer, "pipeline", None),
         "versions": library_versions(),
         **(extra or {}),
     }
@@ -80,7 +82,9 @@ class FittedModel:
     """A trained model loaded from an artifact, scikit-learn style.
 
     ``predict`` / ``transform`` / ``predict_proba`` take raw features (the
-    artifact applies its own normalisation) as a NumPy array or tensor.
+    artifact applies its own normalisation) as a NumPy array or tensor; a model
+    trained on an ingested table also takes the raw table (pandas or Arrow) and
+    encodes it with the pipeline fitted at ingest (``pipeline``).
     """
 
     def __init__(self, model, config: dict, path: Path | None = None, device: str = "cpu"):
@@ -91,11 +95,20 @@ class FittedModel:
         self.n_clusters_ = int(config["n_clusters"])
         self.n_features_in_ = int(config["input_dim"])
         self._index = None
+        feats = config.get("features")
+        if feats:
+            from .data.features import FeaturePipeline
+
+            self.pipeline = FeaturePipeline.from_dict(feats)
+        else:
+            self.pipeline = None
         protos = model.prototypes()
         self.cluster_centers_ = None if protos is None else protos.detach().cpu().numpy().astype(np.float32)
 
     # -- helpers -------------------------------------------------------------------
     def _check(self, X) -> np.ndarray:
+        if self.pipeline is not None and _is_table(X):
+            return self.pipeline.transform(X, "predict input")
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2:
             raise DataError(f"expected a 2-D array (rows × features), got shape {X.shape}", "predict input",
@@ -169,6 +182,12 @@ class FittedModel:
         return f"FittedModel({self.config['model']}, n_clusters={self.n_clusters_}, path={self.path})"
 
 
+def _is_table(X) -> bool:
+    import pyarrow as pa
+
+    return isinstance(X, (pa.Table, pa.RecordBatch)) or type(X).__name__ == "DataFrame"
+
+
 def artifact_dir(path: str | os.PathLike) -> Path:
     """The model directory ``path`` names: itself, or ``path/model`` when it is a run directory."""
     path = Path(path).expanduser()
@@ -200,7 +219,7 @@ def load(path: str | os.PathLike, device: str = "cpu") -> FittedModel:
                             f"load it with distclust {made_by}, or re-train the model with this version")
     cls = get_model_class(cfg["model"])
     params = build(cls.Params, cfg["params"], "model")
-    model = cls(cfg["input_dim"], params, Normalizer(cfg["input_dim"]))
+    model = cls(cfg["input_dim"], params, Normalizer(cfg["input_dim"], cfg.get("features")))
     try:
         state = torch.load(path / "weights.pt", map_location=device, weights_only=True)
         model.load_state_dict(state)

@@ -60,8 +60,10 @@ def _out_stem(f: Path, root: Path | None) -> str:
     return str(rel.with_suffix(""))
 
 
-def plan_units(files: list[Path], rows_per_unit: int, root: Path | None = None) -> tuple[list[Unit], int]:
-    """Cut files into units of whole row groups, about ``rows_per_unit`` rows each; also return the dim."""
+def plan_units(files: list[Path], rows_per_unit: int, root: Path | None = None,
+               raw: bool = False) -> tuple[list[Unit], int]:
+    """Cut files into units of whole row groups, about ``rows_per_unit`` rows each; also return the dim
+    (``raw``: a table encoded by the model's pipeline, checked by ``table_assign.prepare_raw``)."""
     units, dim = [], None
     for f in files:
         try:
@@ -70,12 +72,12 @@ def plan_units(files: list[Path], rows_per_unit: int, root: Path | None = None) 
             raise DataError(f"'{f}' is not a readable Parquet file ({type(e).__name__}: {e})", str(f),
                             "re-create it (e.g. re-run 'distclust ingest') or remove it") from None
         names = pf.schema_arrow.names
-        for col in ("id", "features"):
+        for col in () if raw else ("id", "features"):
             if col not in names:
                 raise DataError(f"'{f}' has no '{col}' column (columns: {', '.join(names)})", str(f),
                                 "run 'distclust ingest' on the data first, or pass any file ingest accepts")
-        t = pf.schema_arrow.field("features").type
-        if pa.types.is_fixed_size_list(t):
+        t = pf.schema_arrow.field("features").type if not raw else None
+        if t is not None and pa.types.is_fixed_size_list(t):
             d = t.list_size
             if dim is not None and d != dim:
                 raise DataError(f"'{f}' has {d} features, other files have {dim}", str(f),
@@ -97,7 +99,8 @@ def plan_units(files: list[Path], rows_per_unit: int, root: Path | None = None) 
 class _UnitAssigner:
     """Ray actor: loads the model once, assigns whole units (files written atomically)."""
 
-    def __init__(self, model_dir: str, out_dir: str, batch_rows: int, threads: int, use_gpu: bool):
+    def __init__(self, model_dir: str, out_dir: str, batch_rows: int, threads: int, use_gpu: bool,
+                 keep: list[str] | None = None):
         import faiss
         import torch
 
@@ -107,6 +110,7 @@ class _UnitAssigner:
         faiss.omp_set_num_threads(max(1, threads))
         self.model = load(model_dir, device="cuda" if use_gpu else "cpu")
         self.out_dir, self.batch_rows, self.threads = Path(out_dir), batch_rows, threads
+        self.keep = list(keep or [])
         # the system allocator hands freed batch buffers back; mimalloc (Arrow's default here) kept
         # ~100 MiB more per actor and let the peak creep over the first units (bench/assign_scale.py)
         pa.set_memory_pool(pa.system_memory_pool())
@@ -130,29 +134,36 @@ class _UnitAssigner:
         tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
         pf = pq.ParquetFile(unit.file)
         n = 0
+        from .table_assign import output_schema, read_columns
+
+        columns, idc = read_columns(self.model, pf.schema_arrow, self.keep)
+        schema = output_schema(pf.schema_arrow, idc, self.keep) if idc != "id" else OUT_SCHEMA
         try:
-            with pq.ParquetWriter(tmp, OUT_SCHEMA) as w:
+            with pq.ParquetWriter(tmp, schema) as w:
                 # one row group at a time: a reader over the unit's whole row-group range kept
                 # ~2x more decoded data alive (185 vs 80 MiB for a 500k-row unit), so the actor's
                 # peak grew with the unit size
                 batches = (rb for rg in range(unit.rg_start, unit.rg_end)
                            for rb in pf.iter_batches(batch_size=self.batch_rows, row_groups=[rg],
-                                                     columns=["id", "features"], use_threads=self.threads > 1))
+                                                     columns=columns, use_threads=self.threads > 1))
                 while True:
                     t = time.perf_counter()
                     rb = next(batches, None)
                     if rb is None:
                         break
-                    feats = rb.column("features")
-                    d = feats.type.list_size if pa.types.is_fixed_size_list(feats.type) else \
-                        len(feats[0].as_py())
-                    X = feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-                    X = X.reshape(rb.num_rows, d)
+                    if "features" in rb.schema.names:
+                        feats = rb.column("features")
+                        d = feats.type.list_size if pa.types.is_fixed_size_list(feats.type) else \
+                            len(feats[0].as_py())
+                        X = feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+                        X = X.reshape(rb.num_rows, d)
+                    else:  # a raw table: the model's feature pipeline encodes it
+                        X = self.model.pipeline.transform(rb, unit.file)
                     t1 = time.perf_counter()
                     cluster, dist = self.model.assign(X)
                     t2 = time.perf_counter()
-                    w.write_table(pa.Table.from_arrays([rb.column("id"), pa.array(cluster), pa.array(dist)],
-                                                       schema=OUT_SCHEMA))
+                    w.write_table(pa.Table.from_arrays([rb.column(idc), pa.array(cluster), pa.array(dist),
+                                                        *(rb.column(k) for k in self.keep)], schema=schema))
                     n += rb.num_rows
                     t3 = time.perf_counter()
                     self.phase["read"] += t1 - t
@@ -210,7 +221,8 @@ def check_output(out: Path, units: list[Unit]) -> int:
     total, ranges = 0, []
     for u in units:
         f = out / u.out
-        ids = pq.read_table(f, columns=["id"]).column("id")
+        id_name = pq.ParquetFile(f).schema_arrow.names[0]   # the id column comes first (its own name for tables)
+        ids = pq.read_table(f, columns=[id_name]).column(0)
         if len(ids) != u.rows:
             raise DataError(f"output '{u.out}' holds {len(ids)} rows but its input '{u.file}' (row groups "
                             f"{u.rg_start}-{u.rg_end - 1}) holds {u.rows}", str(f),
@@ -224,8 +236,8 @@ def check_output(out: Path, units: list[Unit]) -> int:
             ranges.append((mm["min"].as_py(), mm["max"].as_py(), u))
     ranges.sort(key=lambda r: r[0])
     if any(b[0] <= a[1] for a, b in zip(ranges, ranges[1:])):
-        all_ids = pa.chunked_array([c for u in units for c in pq.read_table(out / u.out, columns=["id"])
-                                    .column("id").chunks])
+        all_ids = pa.chunked_array([c for u in units for c in pq.read_table(
+            out / u.out, columns=[pq.ParquetFile(out / u.out).schema_arrow.names[0]]).column(0).chunks])
         if pc.count_distinct(all_ids).as_py() != total:
             raise DataError("the input holds the same id in more than one file", str(out),
                             "give every row a unique id (re-ingest the data with 'distclust ingest')")
@@ -241,7 +253,8 @@ def _pool_size(ray, todo: int, threads: int, actors: int | None) -> int:
 def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, overwrite: bool = False,
                rows_per_unit: int = 500_000, batch_rows: int = 16384, actors: int | None = None,
                threads_per_actor: int = 1, use_gpu: bool = False, address: str | None = None,
-               progress: bool = True, allow_shift: bool = False, stall_timeout_s: float = 900.0) -> dict:
+               progress: bool = True, allow_shift: bool = False, stall_timeout_s: float = 900.0,
+               keep: list[str] | None = None) -> dict:
     """Assign every row of ``data`` with the model in ``model_dir``; output Parquet in ``out_dir``."""
     from tqdm.auto import tqdm
 
@@ -261,18 +274,29 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
     out = Path(out_dir).resolve()
     model = load(model_dir)  # validates the artifact before any work
     data_path = Path(str(data))
-    if str(data).startswith("builtin:") or not data_path.is_dir():
+    keep = list(keep or [])
+    from .table_assign import is_raw_table, prepare_raw
+
+    raw = is_raw_table(data_path)
+    if keep and not raw:
+        raise DataError("--keep passes columns of a raw table through, but the data is an ingested dataset",
+                        str(data), "assign the raw table (CSV or Parquet) the dataset was ingested from")
+    if raw:
+        files = prepare_raw(model, data_path, out, keep, progress)
+    elif str(data).startswith("builtin:") or not data_path.is_dir():
         # a single file (npz, csv, …) is ingested beside the output first; folders
         # (ingested datasets, or Parquet with id/features columns) are read as they are
         data_path, _ = resolve_dataset(str(data), out.parent / f".{out.name}.input", progress=progress)
-    files = input_files(data_path)
-    units, dim = plan_units(files, rows_per_unit, data_path)
+    if not raw:
+        files = input_files(data_path)
+    units, dim = plan_units(files, rows_per_unit, data_path if data_path.is_dir() else data_path.parent, raw)
     if dim is not None and dim != model.n_features_in_:
         raise DataError(f"the data has {dim} features but the model was trained on {model.n_features_in_}",
                         str(data), "assign data with the same features as the training data")
-    check_value_range(model, data_path, allow_shift)
+    if not raw:
+        check_value_range(model, data_path, allow_shift)
     plan = {"model": str(Path(model_dir).resolve()), "data": str(data_path.resolve()),
-            "units": [asdict(u) for u in units]}
+            "units": [asdict(u) for u in units], "keep": keep}
     if out.exists():
         old = out / PLAN_FILE
         same = old.is_file() and json.loads(old.read_text()).get("units") == plan["units"] and \
@@ -301,7 +325,7 @@ def run_assign(model_dir: str | Path, data: str | Path, out_dir: str | Path, ove
         n_actors = _pool_size(ray, len(todo), threads_per_actor, actors)
         cls = ray.remote(num_cpus=threads_per_actor, num_gpus=1 if use_gpu else 0)(_UnitAssigner)
         pool = [cls.remote(model_dir=str(Path(model_dir).resolve()), out_dir=str(out), batch_rows=batch_rows,
-                           threads=threads_per_actor, use_gpu=use_gpu) for _ in range(n_actors)]
+                           threads=threads_per_actor, use_gpu=use_gpu, keep=keep) for _ in range(n_actors)]
         bar = tqdm(total=total_rows, initial=done_rows, unit="rows", desc="assign", disable=not progress,
                    mininterval=1.0)
         queue = list(todo)

@@ -24,10 +24,33 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _names(v: str | None) -> list[str]:
+    return [c.strip() for c in v.split(",") if c.strip()] if v else []
+
+
 def cmd_ingest(a) -> int:
     from .data import ingest
 
-    m = ingest(a.src, a.out, shards=a.shards, overwrite=a.overwrite, progress=not a.quiet)
+    if a.id_column or a.label_column or a.columns or a.exclude or a.categorical:
+        import warnings
+
+        from .data.features import FeatureOptions
+        from .data.table_ingest import ingest_table
+
+        opt = FeatureOptions(max_levels=a.max_levels, hash_above=a.hash_above, hash_buckets=a.hash_buckets,
+                             numeric_transform=a.numeric_transform, categorical=_names(a.categorical))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = ingest_table(a.src, a.out, id_column=a.id_column, label_column=a.label_column,
+                             columns=_names(a.columns), exclude=_names(a.exclude), options=opt, shards=a.shards,
+                             overwrite=a.overwrite, progress=not a.quiet)
+        for w in caught:
+            print(f"distclust ingest: warning: {w.message}", file=sys.stderr)
+        from .data.features import FeaturePipeline
+
+        print(FeaturePipeline.from_dict(m.stats.pipeline).describe())
+    else:
+        m = ingest(a.src, a.out, shards=a.shards, overwrite=a.overwrite, progress=not a.quiet)
     print(f"ingested {m.rows} rows × {m.dim} features into {len(m.shards)} shards"
           f"{' with labels' if m.has_label else ''}")
     print(str(Path(a.out).resolve()))
@@ -72,7 +95,8 @@ def cmd_assign(a) -> int:
 
     s = run_assign(a.model, a.data, a.out, overwrite=a.overwrite, actors=a.actors, use_gpu=a.gpu,
                    rows_per_unit=a.rows_per_unit, threads_per_actor=a.threads_per_actor,
-                   progress=not a.quiet, allow_shift=a.allow_shift, stall_timeout_s=a.stall_timeout)
+                   progress=not a.quiet, allow_shift=a.allow_shift, stall_timeout_s=a.stall_timeout,
+                   keep=_names(a.keep))
     print(f"assigned {s['rows']} rows in {s['seconds']:.1f} s ({s['rows_per_s']:.0f} rows/s); "
           f"{s['resumed_units']} of {s['units']} parts were already done")
     print(s["out"])
@@ -140,6 +164,14 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_profile(a) -> int:
+    from .report.profile import write_profile
+
+    print(str(write_profile(a.assign_dir, a.table, out=a.out, sample=a.sample, seed=a.seed,
+                            exclude=_names(a.exclude))))
+    return 0
+
+
 def cmd_submit(a) -> int:
     from . import jobs
 
@@ -199,12 +231,26 @@ def build_parser() -> argparse.ArgumentParser:
              "Convert a data file into sharded Parquet (id, features, label?) plus a manifest with feature "
              "statistics, in bounded memory.",
              "  distclust ingest /data/mnist.npz data/mnist --shards 8\n"
-             "  distclust ingest builtin:digits data/digits")
-    s.add_argument("src", help="source: .npz (X, y), .npy, .csv, a Parquet file or folder, or builtin:digits")
+             "  distclust ingest builtin:digits data/digits\n"
+             "  distclust ingest customers.parquet data/customers --id-column customer_id --label-column segment")
+    s.add_argument("src", help="source: .npz (X, y), .npy, .csv, a Parquet file or folder, or builtin:digits; a table with --id-column")
     s.add_argument("out", help="output folder for the sharded dataset")
     s.add_argument("--shards", type=int, default=8, help="number of Parquet shards (≥ the number of workers)")
     s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = s.add_argument_group("mixed-type tables (any of these reads SRC as a table: numbers, text, "
+                             "booleans, dates, missing values)")
+    g.add_argument("--id-column", help="the table's own id column (kept under its name and type; unique, no nulls)")
+    g.add_argument("--label-column", help="ground-truth column for evaluation (not a feature)")
+    g.add_argument("--columns", help="comma-separated feature columns (default: all but id and label)")
+    g.add_argument("--exclude", help="comma-separated columns to leave out")
+    g.add_argument("--categorical", help="comma-separated numeric columns to treat as categories (codes)")
+    g.add_argument("--max-levels", type=int, default=64, help="frequent levels one-hot encoded per category")
+    g.add_argument("--hash-above", type=int, default=1000,
+                   help="categorical columns with more distinct values are hashed")
+    g.add_argument("--hash-buckets", type=int, default=32, help="hash buckets of a hashed categorical column")
+    g.add_argument("--numeric-transform", choices=["auto", "none", "log1p", "quantile"], default="auto",
+                   help="before robust scaling (auto: log1p for skewed non-negative columns)")
     s.set_defaults(fn=cmd_ingest)
 
     s = _sub(sub, "train", "train a job spec with Ray Train",
@@ -243,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="assign even if the data's value range is far from the training data's")
     s.add_argument("--stall-timeout", type=float, default=900.0,
                    help="fail when no part finishes for this many seconds (0 = wait forever)")
+    s.add_argument("--keep", help="comma-separated columns of a raw table to copy into the output")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_assign)
 
@@ -302,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2-D projection of the latents (tsne: slower, separates clusters better)")
     s.add_argument("--seed", type=int, default=0, help="seed of the sample and the projection")
     s.set_defaults(fn=cmd_report)
+
+    s = _sub(sub, "profile", "segment profiles of an assignment: sizes, medians, top levels, lift",
+             "Profile each segment of an assignment of a raw table: size and share, numeric medians and their "
+             "standardised difference from the whole, top categorical levels with lift, missing rates, and the "
+             "columns that separate each segment most (HTML with plots, CSV and JSON).",
+             "  distclust profile out/customers data/customers.parquet --exclude segment")
+    s.add_argument("assign_dir", help="the OUT folder of 'distclust assign'")
+    s.add_argument("table", help="the raw table that was assigned (CSV, Parquet file or folder)")
+    s.add_argument("--out", help="output folder (default ASSIGN_DIR/_profile)")
+    s.add_argument("--sample", type=int, default=200_000, help="rows sampled (seeded) for column statistics")
+    s.add_argument("--exclude", help="comma-separated columns to leave out (e.g. a ground-truth column)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the row sample")
+    s.set_defaults(fn=cmd_profile)
 
     default_address = os.environ.get("DISTCLUST_JOB_ADDRESS", "http://127.0.0.1:8265")
     s = _sub(sub, "submit", "submit a train or tune spec to a Ray cluster (Job Submission API)",

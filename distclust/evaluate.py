@@ -30,13 +30,13 @@ def _hash(ids: pa.Array, salt: int = 0) -> np.ndarray:
     return pd.util.hash_array(ids.to_numpy(zero_copy_only=False), hash_key=f"distclust{salt:07d}"[:16])
 
 
-def _partition(files, columns: list[str], part: int, parts: int):
-    """The rows of ``files`` whose id hashes into ``part`` (read in batches)."""
+def _partition(files, columns: list[str], part: int, parts: int, key: str = "id"):
+    """The rows of ``files`` whose id (column ``key``) hashes into ``part`` (read in batches)."""
     out = []
     for f in files:
         for rb in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=columns):
             if parts > 1:
-                keep = (_hash(rb.column("id")) % np.uint64(parts)) == part
+                keep = (_hash(rb.column(key)) % np.uint64(parts)) == part
                 rb = rb.filter(pa.array(keep))
             if rb.num_rows:
                 out.append(pa.Table.from_batches([rb]))
@@ -69,6 +69,12 @@ def evaluate(assign_dir: str | Path, data: str | Path, silhouette_sample: int = 
     if "label" not in names:
         raise DataError(f"'{data}' has no 'label' column, so there is nothing to compare against", str(data),
                         "ingest the data with labels (an npz 'y' array or a 'label' column)")
+    # an assignment of a table is keyed by the table's own id column, which the dataset's shards also hold
+    a_names = pq.ParquetFile(a_files[0]).schema_arrow.names
+    key = "id" if "id" in a_names else a_names[0]
+    if key not in names:
+        raise DataError(f"the assignment is keyed by '{key}' but the dataset has no such column", str(data),
+                        "pass the dataset ingested (with --id-column) from the table that was assigned")
     n_truth, n_assigned = _rows(d_files), _rows(a_files)
     parts = max(1, math.ceil(max(n_truth, n_assigned) / partition_rows))
     counts: dict[tuple[int, int], int] = {}
@@ -77,25 +83,25 @@ def evaluate(assign_dir: str | Path, data: str | Path, silhouette_sample: int = 
     take = min(1.0, silhouette_sample / max(n_truth, 1))
     sample_ids, sample_clusters = [], []
     for part in range(parts):
-        truth = _partition(d_files, ["id", "label"], part, parts)
-        assigned = _partition(a_files, ["id", "cluster"], part, parts)
+        truth = _partition(d_files, [key, "label"], part, parts, key)
+        assigned = _partition(a_files, [key, "cluster"], part, parts, key)
         if truth is None:
             continue
         if assigned is None:
             missing += truth.num_rows
             continue
-        if pc.count_distinct(assigned.column("id")).as_py() != assigned.num_rows:
+        if pc.count_distinct(assigned.column(key)).as_py() != assigned.num_rows:
             raise DataError("the assignment holds duplicate ids", str(assign_dir),
                             "re-run 'distclust assign --overwrite'")
-        j = truth.join(assigned, "id", join_type="inner")
+        j = truth.join(assigned, key, join_type="inner")
         missing += truth.num_rows - j.num_rows
         joined_rows += j.num_rows
         key = (j.column("cluster").to_numpy().astype(np.int64) << 32) | j.column("label").to_numpy().astype(np.int64)
         for k, n in zip(*np.unique(key, return_counts=True)):
             counts[(int(k) >> 32, int(k) & 0xFFFFFFFF)] = counts.get((int(k) >> 32, int(k) & 0xFFFFFFFF), 0) + int(n)
         if take > 0 and j.num_rows:
-            pick = (_hash(j.column("id"), seed + 1) % np.uint64(1 << 32)) < np.uint64(int(take * (1 << 32)))
-            sample_ids.append(j.column("id").filter(pa.array(pick)))
+            pick = (_hash(j.column(key), seed + 1) % np.uint64(1 << 32)) < np.uint64(int(take * (1 << 32)))
+            sample_ids.append(j.column(key).filter(pa.array(pick)))
             sample_clusters.append(j.column("cluster").to_numpy()[pick])
         del truth, assigned, j
     if missing:
@@ -109,14 +115,15 @@ def evaluate(assign_dir: str | Path, data: str | Path, silhouette_sample: int = 
         m[ci[c], li[lab]] = n
     result = {**scores(m), "n": int(joined_rows), "n_clusters_used": int((m.sum(1) > 0).sum())}
     result["silhouette"] = _silhouette(d_files, sample_ids, sample_clusters, data, silhouette_score,
-                                       Manifest if is_dataset(data) else None)
+                                       Manifest if is_dataset(data) else None, key)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=1))
     return result
 
 
-def _silhouette(d_files, sample_ids, sample_clusters, data: Path, silhouette_score, manifest_cls) -> float:
+def _silhouette(d_files, sample_ids, sample_clusters, data: Path, silhouette_score, manifest_cls,
+                key: str = "id") -> float:
     """Silhouette of the sampled rows' features (scaled by the dataset's per-feature std)."""
     if not sample_ids:
         return float("nan")
@@ -124,15 +131,15 @@ def _silhouette(d_files, sample_ids, sample_clusters, data: Path, silhouette_sco
     cluster_of = pd.Series(np.concatenate(sample_clusters), index=ids.to_numpy(zero_copy_only=False))
     feats = []
     for f in d_files:
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=["id", "features"]):
-            keep = pc.is_in(rb.column("id"), value_set=ids)
+        for rb in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=list(dict.fromkeys([key, "features"]))):
+            keep = pc.is_in(rb.column(key), value_set=ids)
             if pc.any(keep).as_py():
                 feats.append(pa.Table.from_batches([rb.filter(keep)]))
     if not feats:
         return float("nan")
     t = pa.concat_tables(feats)   # a few thousand rows (Arrow's join takes no list payloads)
     X = np.stack(t.column("features").to_numpy(zero_copy_only=False)).astype(np.float32)
-    lab = cluster_of.loc[t.column("id").to_numpy(zero_copy_only=False)].to_numpy()
+    lab = cluster_of.loc[t.column(key).to_numpy(zero_copy_only=False)].to_numpy()
     if manifest_cls is not None:
         std = np.asarray(manifest_cls.load(data).stats.std)
         X = X / np.where(std > 1e-12, std, 1.0)

@@ -20,6 +20,9 @@ class FeatureStats:
     std: list[float]
     min: list[float]
     max: list[float]
+    # the fitted feature pipeline of a mixed-type table (data/features.py), None for numeric sources;
+    # kept here because the engine hands ``stats`` to the model: the block layout travels with it
+    pipeline: dict | None = None
 
 
 @dataclass

@@ -121,7 +121,8 @@ def _table_chunks(batches: Iterator[pa.RecordBatch], where: str) -> Iterator[Chu
                                            pa.types.is_boolean(batch.schema.field(n).type))]
             if bad:
                 raise DataError(f"feature column '{bad[0]}' is {batch.schema.field(bad[0]).type}, not numeric", where,
-                                f"drop or encode the non-numeric columns ({', '.join(bad[:5])}), or name the label column '{LABEL}'")
+                                f"ingest it as a mixed-type table (distclust ingest SRC OUT --id-column NAME), drop or "
+                                f"encode the non-numeric columns ({', '.join(bad[:5])}), or name the label column '{LABEL}'")
             cols = []
             for n in feat:
                 c = batch.column(n)

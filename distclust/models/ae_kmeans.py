@@ -9,7 +9,7 @@ import torch
 
 from ..spec import require
 from .base import ClusterModel, ModelParams, Stage
-from .networks import Autoencoder, check_network_params, reconstruction_loss
+from .networks import Autoencoder, check_network_params, reconstruction_loss, require_layout, typed_reconstruction_loss
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
@@ -20,7 +20,7 @@ class AEParams(ModelParams):
     latent_dim: int = 10
     hidden: list[int] = field(default_factory=lambda: [500, 500, 2000])
     activation: str = "relu"
-    recon: str = "mse"                 # mse | bce (bce expects features in [0, 1])
+    recon: str = "mse"                 # mse | bce (features in [0, 1]) | typed (per-column losses of a table)
     pretrain_epochs: int = 50
     pretrain_lr: float = 1e-3
     pretrain_optimizer: str = "adam"   # adam | sgd (DEC-keras: sgd, lr 1, momentum 0.9)
@@ -32,11 +32,14 @@ class AEParams(ModelParams):
     kmeans_niter: int = 100
     kmeans_nredo: int = 5
     kmeans_sample: int = 200_000       # rows gathered over all workers for FAISS k-means
+    column_dropout: float = 0.0        # recon: typed — share of table columns hidden from the encoder while
+    #                                    pretraining (denoising: the code must carry what columns share)
 
     def check(self, s: str) -> None:
         super().check(s)
         check_network_params(self, s, "[500, 500, 2000]")
-        require(self.recon in ("mse", "bce"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'", "use mse or bce")
+        require(self.recon in ("mse", "bce", "typed"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
+                "use mse, bce, or typed (tables ingested with --id-column)")
         require(self.pretrain_optimizer in ("adam", "sgd"), f"{s}.pretrain_optimizer",
                 f"'{s}.pretrain_optimizer' is '{self.pretrain_optimizer}'", "use adam or sgd")
         require(0 <= self.pretrain_momentum < 1 and self.pretrain_lr_decay_every >= 0 and 0 < self.pretrain_lr_decay <= 1,
@@ -53,6 +56,8 @@ class AEParams(ModelParams):
                 "use 0 or a positive weight decay")
         require(self.kmeans_niter >= 1 and self.kmeans_nredo >= 1, f"{s}.kmeans_niter",
                 "k-means needs at least 1 iteration and 1 restart", "set kmeans_niter and kmeans_nredo ≥ 1")
+        require(0 <= self.column_dropout < 1, f"{s}.column_dropout", f"'{s}.column_dropout' is {self.column_dropout}",
+                "use a share in [0, 1), e.g. 0.3 (0 = off)")
         require(self.kmeans_sample >= self.n_clusters, f"{s}.kmeans_sample",
                 f"'{s}.kmeans_sample' ({self.kmeans_sample}) is below n_clusters", "raise kmeans_sample")
 
@@ -90,6 +95,7 @@ class AEKMeans(ClusterModel):
         self.ae = Autoencoder(input_dim, params.hidden, params.latent_dim, params.activation,
                               init=getattr(params, "weight_init", "glorot"))
         self.register_buffer("centroids", torch.zeros(params.n_clusters, params.latent_dim))
+        self.layout = require_layout(self.normalizer, params.recon, "model.recon")
 
     # the pretraining stage is shared by DEC / IDEC / VaDE-style models
     def pretrain_stage(self) -> Stage:
@@ -110,10 +116,21 @@ class AEKMeans(ClusterModel):
     def stages(self) -> list[Stage]:
         return [self.pretrain_stage(), self.kmeans_stage()]
 
+    def reconstruction(self, x_hat: torch.Tensor, xn: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Mean reconstruction loss of a batch: per-column typed losses when the data is a table."""
+        if self.layout is not None:
+            return typed_reconstruction_loss(x_hat, xn, x, self.layout).mean()
+        return reconstruction_loss(x_hat, xn, self.params.recon)
+
     def recon_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xn = self.normalizer(x)
-        z, x_hat = self.ae(xn)
-        return reconstruction_loss(x_hat, xn, self.params.recon), z
+        rate = getattr(self.params, "column_dropout", 0.0)
+        if self.layout is not None and rate > 0 and self.training:
+            z = self.ae.encoder(self.layout.drop_columns(xn, rate))
+            x_hat = self.ae.decoder(z)
+        else:
+            z, x_hat = self.ae(xn)
+        return self.reconstruction(x_hat, xn, x), z
 
     def forward(self, x, stage):
         loss, _ = self.recon_loss(x)

@@ -69,17 +69,24 @@ class Stage:
 class Normalizer(nn.Module):
     """``(x - shift) / scale`` with buffers, so the artifact carries its own normalisation."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, pipeline: dict | None = None):
         super().__init__()
         self.register_buffer("shift", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
+        # the table's feature pipeline (data/features.py) when the data came from a mixed-type table:
+        # its ``blocks`` drive the type-aware reconstruction loss; the artifact stores it in config.json
+        self.pipeline = pipeline
+
+    @property
+    def blocks(self) -> list[dict] | None:
+        return self.pipeline["blocks"] if self.pipeline else None
 
     @classmethod
     def from_stats(cls, stats, mode: str) -> "Normalizer":
         import numpy as np
 
         dim = len(stats.mean)
-        norm = cls(dim)
+        norm = cls(dim, getattr(stats, "pipeline", None))
         mean, std = np.asarray(stats.mean), np.asarray(stats.std)
         lo, hi = np.asarray(stats.min), np.asarray(stats.max)
         if mode == "standard":

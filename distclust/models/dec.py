@@ -33,7 +33,6 @@ from ..errors import DistclustError
 from ..spec import require
 from .ae_kmeans import AEKMeans, AEParams, kmeans_prototypes
 from .base import Stage
-from .networks import reconstruction_loss
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
@@ -228,7 +227,7 @@ class DEC(AEKMeans):
             xn = self.normalizer(x)
             z, x_hat = self.ae(xn)
             log_q = student_t_log_q(z, self.mu, self.params.alpha)
-            recon = reconstruction_loss(x_hat, xn, self.params.recon)
+            recon = self.reconstruction(x_hat, xn, x)
         else:
             log_q = self.log_q(x)
             recon = None

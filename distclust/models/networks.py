@@ -75,3 +75,79 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse")
     if kind == "bce":
         return nn.functional.binary_cross_entropy_with_logits(x_hat, x.clamp(0, 1), reduction="none").sum(1).mean()
     return ((x_hat - x) ** 2).mean()
+
+
+class BlockLayout(nn.Module):
+    """Where each column of a mixed-type table sits in the feature vector (from ``pipeline["blocks"]``).
+
+    Built once per model as non-persistent buffers (they move with ``.to(device)`` and stay out
+    of ``state_dict``: the layout itself is saved with the pipeline in the artifact's config).
+    Categorical blocks are padded into one (n_blocks, max_width) index matrix, so one
+    ``log_softmax`` serves every column whatever its number of levels.
+    """
+
+    def __init__(self, blocks: Sequence[dict]):
+        super().__init__()
+        num = [b["start"] for b in blocks if b["kind"] == "numeric"]
+        ind = [b["start"] for b in blocks if b["kind"] == "indicator"]
+        cat = [(b["start"], b["end"]) for b in blocks if b["kind"] == "categorical"]
+        width = max((e - s for s, e in cat), default=1)
+        idx = torch.zeros(len(cat), width, dtype=torch.long)
+        pad = torch.ones(len(cat), width, dtype=torch.bool)
+        for i, (s, e) in enumerate(cat):
+            idx[i, :e - s] = torch.arange(s, e)
+            pad[i, :e - s] = False
+        self.register_buffer("numeric", torch.tensor(num, dtype=torch.long), persistent=False)
+        self.register_buffer("indicator", torch.tensor(ind, dtype=torch.long), persistent=False)
+        self.register_buffer("cat_index", idx, persistent=False)
+        self.register_buffer("cat_pad", pad, persistent=False)
+        # which table column each feature belongs to (a number and its missing indicator share one)
+        names = list(dict.fromkeys(b.get("column", i) for i, b in enumerate(blocks)))
+        col = torch.zeros(max((b["end"] for b in blocks), default=0), dtype=torch.long)
+        for i, b in enumerate(blocks):
+            col[b["start"]:b["end"]] = names.index(b.get("column", i))
+        self.n_columns = len(names)
+        self.register_buffer("column", col, persistent=False)
+
+    def drop_columns(self, x: torch.Tensor, rate: float) -> torch.Tensor:
+        """``x`` with a random ``rate`` of each row's table columns zeroed (whole blocks: a one-hot
+        block or a number with its indicator), so an encoder must infer them from the others."""
+        keep = (torch.rand(x.shape[0], self.n_columns, device=x.device) >= rate).to(x.dtype)
+        return x * keep[:, self.column]
+
+
+def typed_reconstruction_loss(x_hat: torch.Tensor, x_norm: torch.Tensor, x_raw: torch.Tensor,
+                              layout: BlockLayout) -> torch.Tensor:
+    """Per-row negative log-likelihood of a mixed-type row, one term per column:
+
+    numeric → Gaussian with unit variance, ½(x̂ − x)² on the (normalised) value; missing
+    indicators → Bernoulli (BCE on logits); categorical / hashed blocks → cross-entropy of a
+    softmax over the block (target: the hot slot of the raw one-hot). A one-hot block is thus
+    one categorical outcome, not a bag of independent pixels.
+    """
+    loss = x_hat.new_zeros(x_hat.shape[0])
+    if layout.numeric.numel():
+        loss = loss + 0.5 * ((x_hat[:, layout.numeric] - x_norm[:, layout.numeric]) ** 2).sum(1)
+    if layout.indicator.numel():
+        loss = loss + nn.functional.binary_cross_entropy_with_logits(
+            x_hat[:, layout.indicator], x_raw[:, layout.indicator].clamp(0, 1), reduction="none").sum(1)
+    if layout.cat_index.numel():
+        logits = x_hat[:, layout.cat_index].masked_fill(layout.cat_pad, float("-inf"))   # (N, B, W)
+        target = x_raw[:, layout.cat_index].masked_fill(layout.cat_pad, float("-inf")).argmax(-1)
+        logp = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        loss = loss - logp.sum(1)
+    return loss
+
+
+def require_layout(normalizer, recon: str, where: str) -> BlockLayout | None:
+    """The block layout for ``recon: typed`` (None otherwise); a clear error when the data has none."""
+    if recon != "typed":
+        return None
+    blocks = getattr(normalizer, "blocks", None)
+    if not blocks:
+        from ..errors import DataError
+
+        raise DataError("recon: typed needs the column layout of a table ingested with column roles, "
+                        "but this data has none", where,
+                        "ingest the table with 'distclust ingest TABLE OUT --id-column NAME', or use recon: mse")
+    return BlockLayout(blocks)

@@ -32,7 +32,7 @@ from ..errors import ArtifactError
 from ..spec import require
 from .ae_kmeans import AEKMeans
 from .base import ModelParams, Stage
-from .networks import check_network_params
+from .networks import check_network_params, typed_reconstruction_loss
 from .vae_parts import kl_normal, log_normal_components, recon_log_likelihood, reparameterize
 
 if TYPE_CHECKING:
@@ -45,12 +45,14 @@ class VaDEParams(ModelParams):
     hidden: list[int] = field(default_factory=lambda: [500, 500, 2000])
     activation: str = "relu"
     recon: str = "bce"                 # bce (Bernoulli, features in [0, 1]) | mse (Gaussian, variance exp(recon_logvar))
+    #                                    | typed (a table's per-column likelihoods: Gaussian, Bernoulli, categorical)
     recon_logvar: float = 0.0          # log σ² of the Gaussian decoder (recon: mse), e.g. -4.6 for σ² = 0.01
     pretrain_epochs: int = 50
     pretrain_lr: float = 1e-3
     weight_decay: float = 0.0
     pretrained: str | None = None      # artifact dir with the same autoencoder: load it, skip pretraining
     gmm_sample: int = 70_000           # rows gathered (all workers) for the GMM initialisation
+    column_dropout: float = 0.0        # recon: typed — share of table columns hidden from the encoder in pretraining
     gmm_n_init: int = 1
     epochs: int = 50                   # VaDE ELBO epochs
     lr: float = 2e-3
@@ -58,8 +60,9 @@ class VaDEParams(ModelParams):
     def check(self, s: str) -> None:
         super().check(s)
         check_network_params(self, s, "[500, 500, 2000]")
-        require(self.recon in ("mse", "bce"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
-                "use bce (features scaled to [0, 1], e.g. normalize: global-minmax) or mse")
+        require(self.recon in ("mse", "bce", "typed"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
+                "use bce (features scaled to [0, 1], e.g. normalize: global-minmax), mse, or typed "
+                "(tables ingested with --id-column)")
         require(self.pretrain_epochs >= 0 and self.epochs >= 0, f"{s}.epochs",
                 f"epochs are pretrain_epochs={self.pretrain_epochs}, epochs={self.epochs}", "use 0 or more epochs")
         for key in ("pretrain_lr", "lr"):
@@ -69,6 +72,8 @@ class VaDEParams(ModelParams):
                 "use 0 or a positive weight decay")
         require(self.gmm_sample >= self.n_clusters, f"{s}.gmm_sample",
                 f"'{s}.gmm_sample' ({self.gmm_sample}) is below n_clusters ({self.n_clusters})", "raise gmm_sample")
+        require(0 <= self.column_dropout < 1, f"{s}.column_dropout", f"'{s}.column_dropout' is {self.column_dropout}",
+                "use a share in [0, 1), e.g. 0.3 (0 = off)")
         require(self.gmm_n_init >= 1, f"{s}.gmm_n_init", f"'{s}.gmm_n_init' is {self.gmm_n_init}", "use 1 or more")
 
     def check_training(self, s: str) -> None:
@@ -156,7 +161,11 @@ class VaDE(AEKMeans):
         xn = self.normalizer(x)
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar)
-        rec = -recon_log_likelihood(self.ae.decoder(z), xn, self.params.recon, self.params.recon_logvar)
+        out = self.ae.decoder(z)
+        if self.layout is not None:
+            rec = typed_reconstruction_loss(out, xn, x, self.layout)
+        else:
+            rec = -recon_log_likelihood(out, xn, self.params.recon, self.params.recon_logvar)
         log_pi, mu_c, logvar_c = self.prior()
         kl_z, kl_c, _ = mixture_elbo_terms(mu, logvar, z, log_pi, mu_c, logvar_c)
         loss = (rec + kl_z + kl_c).mean()

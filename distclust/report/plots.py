@@ -235,3 +235,53 @@ def k_selection(table: list[dict], choices: dict, chosen: int, path: Path, title
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- segment profiles
+def segment_shares(segments: list[str], shares: np.ndarray, path: Path) -> Path:
+    """Horizontal bars: each segment's share of all rows, labelled with its percentage."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(segments) + 1.0))
+    y = np.arange(len(segments))
+    ax.barh(y, shares * 100, color="#4C72B0")
+    for i, s in enumerate(shares):
+        ax.text(s * 100, i, f" {s * 100:.1f}%", va="center", fontsize=8)
+    ax.set_yticks(y, segments, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of rows (%)")
+    ax.set_xlim(0, max(float(shares.max()) * 100 * 1.2, 1))
+    ax.set_title("segment sizes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def segment_heatmap(values: np.ndarray, segments: list[str], columns: list[str], title: str, path: Path,
+                    diverging: bool = True, limit: float = 2.0, fmt: str = "{:+.1f}") -> Path:
+    """Segments × columns, each cell coloured and annotated: standardised differences (diverging,
+    clipped at ±limit) or scores in [0, limit] (sequential). Wide tables get a wider figure."""
+    plt = _plt()
+    k, c = values.shape
+    fig, ax = plt.subplots(figsize=(min(3 + 0.55 * c, 30), 0.42 * k + 1.8))
+    shown = np.ma.masked_invalid(values)
+    if diverging:
+        im = ax.imshow(np.clip(shown, -limit, limit), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    else:
+        im = ax.imshow(np.clip(shown, 0, limit), cmap="Purples", vmin=0, vmax=limit, aspect="auto")
+    if k * c <= 1200:
+        for i in range(k):
+            for j in range(c):
+                v = values[i, j]
+                if np.isfinite(v):
+                    dark = abs(v) > 0.6 * limit
+                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
+                            color="white" if dark else "#222")
+    ax.set_xticks(np.arange(c), columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(k), segments, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
