@@ -298,10 +298,12 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
     root, manifest = resolve_dataset(data or sweep.data or spec.data.path, out / "data", spec.data.shards,
                                      progress=progress)
     sc = spec.scaling
-    # a local Ray gets 2 logical CPUs beyond the trials' workers: Ray Data's read tasks inside a
-    # Tune trial were measured to wait forever ("not enough to run any task") with only 1 spare
+    # a local Ray gets room for the concurrent trials' workers (+1 for the trial drivers and scoring)
     ensure_ray(address or sc.address, None if (address or sc.address) else
-               local_cpus(sc.num_workers * sweep.max_concurrent_trials, sc.cpus_per_worker, sc.local_num_cpus) + 2)
+               local_cpus(sc.num_workers * sweep.max_concurrent_trials, sc.cpus_per_worker, sc.local_num_cpus) + 1)
+    from .engine import preflight
+
+    preflight.check_training(spec)   # one trial's workers must fit, or every trial would wait forever
     trainable = tune.with_resources(
         tune.with_parameters(_trial, sweep_raw=as_dict(sweep), base_raw=base_raw, data_root=str(root),
                              out_root=str(out)),
