@@ -74,3 +74,9 @@ def run_cli(*args, timeout=600, env=None):
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "distclust.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=e, cwd=ROOT)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fast tier first: tests that need no Ray cluster (pure functions, losses, spec, metrics) run
+    before the integration tier, so a broken basic fails within a minute."""
+    items.sort(key=lambda it: "ray_cluster" in getattr(it, "fixturenames", ()))
