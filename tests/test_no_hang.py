@@ -27,13 +27,17 @@ def _free_port() -> int:
 @pytest.fixture
 def two_cpu_head(tmp_path):
     """A real Ray head with exactly 2 CPUs, on its own ports, stopped by the test (its process group)."""
+    import shutil
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="dc-ray-", dir="/tmp")   # Ray's socket paths must stay under 107 bytes
     port, dash = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.setdefault("RAY_agent_register_timeout_ms", "180000")
     proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                              "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
                              "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
-                             "--temp-dir", str(tmp_path / "ray")],
+                             "--temp-dir", temp],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 240
@@ -51,6 +55,7 @@ def two_cpu_head(tmp_path):
         proc.wait(60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_digits_job_on_a_two_cpu_head_finishes(two_cpu_head, tmp_path):
