@@ -14,7 +14,7 @@ from distclust.tuning import load_sweep
 @pytest.mark.parametrize("sweep", sorted((ROOT / "tune").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_sweep_validates(sweep, tmp_path):
     sets = []
-    if "pretrained" in sweep.read_text():     # needs an autoencoder run: any model folder path validates
+    if "score_space: pretrained" in sweep.read_text():   # needs an autoencoder run: any model folder validates
         (tmp_path / "weights.pt").write_bytes(b"")
         sets = [f"model.pretrained={tmp_path}"]
     spec, _, _ = load_sweep(sweep, sets)
