@@ -33,14 +33,15 @@ def two_cpu_head(tmp_path):
     temp = tempfile.mkdtemp(prefix="dc-ray-", dir="/tmp")   # Ray's socket paths must stay under 107 bytes
     port, dash = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.setdefault("RAY_agent_register_timeout_ms", "180000")
+    env.setdefault("RAY_agent_register_timeout_ms", "180000")   # a busy machine starts Ray slowly
+    env.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "300")
     proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                              "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
                              "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
                              "--temp-dir", temp],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 240
+    deadline = time.time() + 400
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", dash), timeout=2).close()
@@ -71,11 +72,11 @@ def test_digits_job_on_a_two_cpu_head_finishes(two_cpu_head, tmp_path):
 
 def test_a_job_larger_than_the_cluster_fails_at_once(ray_cluster, tmp_path):
     t0 = time.time()
-    r = run_cli("train", "jobs/digits-ae-kmeans.yaml", "--out", tmp_path / "run", "--set", "scaling.num_workers=9",
-                timeout=300)
+    r = run_cli("train", "jobs/digits-ae-kmeans.yaml", "--out", tmp_path / "run", "--set", "scaling.cpus_per_worker=3",
+                timeout=300)   # 2 workers × 3 CPUs on the test cluster's one 4-CPU node
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "asks for 9 × {CPU: 1}" in r.stderr and "can place only 4" in r.stderr, r.stderr
-    assert "--set scaling.num_workers=4" in r.stderr
+    assert "asks for 2 × {CPU: 3}" in r.stderr and "can place only 1" in r.stderr, r.stderr
+    assert "--set scaling.num_workers=1" in r.stderr and "--set scaling.cpus_per_worker=2" in r.stderr
     assert time.time() - t0 < 120
     assert not (tmp_path / "run").exists()   # nothing half-written
 

@@ -30,6 +30,7 @@ _ENV_DEFAULTS = {
     # ("Check failed ... WaitForDashboardAgentPorts"); on a busy 2-core machine the agent's imports take
     # longer, so ray.init failed with "The current node timed out during startup" (measured)
     "RAY_agent_register_timeout_ms": "180000",
+    "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300",   # the dashboard (60 s by default) likewise
 }
 
 

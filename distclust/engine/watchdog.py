@@ -79,11 +79,13 @@ def describe_pending() -> str:
 
 def stop_train_controllers() -> None:
     """Stop this driver's Ray Train controllers (they live on the driver's node), which ends their
-    worker groups and placement groups with them."""
+    worker groups, and remove this job's placement groups still waiting for resources: Ray Train's
+    own placement-group cleaner does not always run (it fails when a machine hosts several Ray
+    instances), and a pending group left behind would grab the CPUs as soon as they are free."""
     import ray
 
     try:
-        from ray.util.state import list_actors
+        from ray.util.state import list_actors, list_placement_groups
 
         job = ray.get_runtime_context().get_job_id()
         node = ray.get_runtime_context().get_node_id()
@@ -91,6 +93,12 @@ def stop_train_controllers() -> None:
                              detail=True, limit=100):
             if a.job_id == job and a.node_id == node and a.pid:
                 os.kill(int(a.pid), signal.SIGKILL)
+        from ray._raylet import PlacementGroupID
+        from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+        for pg in list_placement_groups(filters=[("state", "=", "PENDING")], detail=True, limit=100):
+            if pg.creator_job_id == job:
+                remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg.placement_group_id))))
     except Exception:  # noqa: BLE001 - best effort: the process exiting ends them too
         pass
 
