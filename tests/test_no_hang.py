@@ -42,13 +42,16 @@ def two_cpu_head(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 400
-    while time.time() < deadline:
+    while True:
         try:
             socket.create_connection(("127.0.0.1", dash), timeout=2).close()
             break
         except OSError:
             if proc.poll() is not None:
                 pytest.fail("ray start --head exited: " + proc.stdout.read().decode()[-2000:])
+            if time.time() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                pytest.fail("the Ray head's dashboard did not come up within 400 s")
             time.sleep(2)
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
