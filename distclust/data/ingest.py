@@ -21,6 +21,18 @@ from .manifest import FEATURES, ID, LABEL, FeatureStats, Manifest
 from .sources import open_source
 
 
+def deal_rows(table: pa.Table, first_row: int, writers: list, counts: list[int]) -> None:
+    """Write row ``first_row + i`` of ``table`` to shard ``(first_row + i) % shards`` (round robin:
+    shards of near-equal size whatever the source's order)."""
+    shards = len(writers)
+    rows = np.arange(first_row, first_row + table.num_rows)
+    for s in range(shards):
+        idx = np.nonzero(rows % shards == s)[0]
+        if len(idx):
+            writers[s].write_table(table.take(idx))
+            counts[s] += len(idx)
+
+
 def features_array(X: np.ndarray) -> pa.FixedSizeListArray:
     """(n, d) float32 → Arrow ``fixed_size_list<float32>[d]`` (arrives in torch as (B, d))."""
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -144,12 +156,7 @@ def _ingest_into(src, tmp: Path, shards: int, chunk_rows: int, progress: bool) -
             feats = features_array(chunk.X)
             cols = [pa.array(ids, pa.int64()), feats] + ([pa.array(labels, pa.int64())] if has_label else [])
             table = pa.Table.from_arrays(cols, schema=writers[0].schema)
-            rows = np.arange(next_row, next_row + n)
-            for s in range(shards):
-                idx = np.nonzero(rows % shards == s)[0]
-                if len(idx):
-                    writers[s].write_table(table.take(idx))
-                    counts[s] += len(idx)
+            deal_rows(table, next_row, writers, counts)
             next_row += n
             bar.update(n)
     finally:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError, OutputExistsError
 from .features import FeatureOptions, FeaturePipeline, PipelineFitter, options_dict
-from .ingest import _Stats, features_array
+from .ingest import _Stats, deal_rows, features_array
 from .manifest import FEATURES, ID, LABEL, FeatureStats, Manifest
 from .tables import check_columns, is_csv, iter_batches, schema_of, table_files, type_kind
 
@@ -199,11 +199,7 @@ def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int
                                       for v in lab.to_pylist()], np.int64)
                 cols.append(pa.array(codes, pa.int64()))
             table = pa.Table.from_arrays(cols, schema=sch)
-            for s in range(shards):
-                idx = np.nonzero(rows % shards == s)[0]
-                if len(idx):
-                    writers[s].write_table(table.take(idx))
-                    counts[s] += len(idx)
+            deal_rows(table, next_row, writers, counts)
             next_row += n
             bar.update(n)
     finally:
