@@ -110,8 +110,14 @@ def main() -> None:
     ap.add_argument("--ray", action="store_true", help="run each K as a Ray task (local Ray)")
     ap.add_argument("--table", action="store_true", help="print the markdown table of the saved results")
     a = ap.parse_args()
-    if a.table:
-        print(markdown(collect()))
+    if a.table:  # the table for docs/benchmarks.md and each data set's curves for docs/img/
+        from distclust.report.plots import k_selection
+
+        res = collect()
+        for name, d in res["datasets"].items():
+            k_selection(d["table"], d["choices"], d["chosen"], ROOT / "docs" / "img" / f"choose_k_{name}.png",
+                        f"{name} (true K = {d['true_k']})")
+        print(markdown(res))
         return
     WORK.mkdir(parents=True, exist_ok=True)
     import faiss

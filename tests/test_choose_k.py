@@ -145,3 +145,28 @@ def test_a_tiny_sweep_selects_what_the_rule_says(ray_cluster, tmp_path):
     assert rule(saved["table"], saved["choices"])[0] == saved["chosen"] == s["choose_k"]["chosen"]
     assert s["best_config"] == {"model.n_clusters": saved["chosen"]} == {"model.n_clusters": 4}
     assert (tmp_path / "out" / "choose_k.png").is_file()
+
+
+def test_sweep_report_shows_the_per_k_curves_and_the_edge_warning(tmp_path, blobs5):
+    """A sweep directory as `distclust tune` writes it with metric choose_k; the report draws every
+    criterion's curve and repeats the edge warning."""
+    import pandas as pd
+
+    from distclust.cli import main
+
+    X, _ = blobs5
+    sel = select_k(X, [2, 3, 4], seed=0, replicates=2, dp=False)  # truth 5: chosen at the upper edge
+    d = tmp_path / "sweep"
+    d.mkdir()
+    pd.DataFrame({"model.n_clusters": [2, 3, 4], "trial": ["t0", "t1", "t2"], "status": ["completed"] * 3,
+                  "choose_k": [r["excess_stability"] for r in sel.table], "model_dir": ["x"] * 3,
+                  "selected": [False, False, True]}).to_parquet(d / "results.parquet", index=False)
+    (d / "summary.json").write_text(json.dumps({
+        "best_trial": "t2", "metric": "choose_k", "mode": "max", "value": sel.table[-1]["excess_stability"],
+        "best_config": {"model.n_clusters": 4}, "trials": 3, "completed": 3, "stopped_early": 0,
+        "best_model": str(d / "best_model"), "warnings": sel.warnings}))
+    (d / "choose_k.json").write_text(json.dumps(sel.as_dict()))
+    assert main(["report", str(d)]) == 0
+    text = (d / "report" / "index.html").read_text()
+    assert '<section id="choose-k">' in text and "largest K searched" in text
+    assert (d / "report" / "choose_k.png").stat().st_size > 10_000
