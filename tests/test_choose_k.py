@@ -58,6 +58,9 @@ def test_the_combined_rule_is_the_documented_one():
     # all agree within ±1: of the K with three votes, the one at their median, even if less stable
     k, _ = combine(_rows({**ex, 10: 0.5, 11: 0.7}), {"stability": 10, "gap": 11, "dpmix": 10})
     assert k == 10
+    # a K between two estimates that none proposed loses to a pair that agrees closely
+    k, _ = combine(_rows({**ex, 10: 0.2, 11: 0.6, 12: 0.9}), {"stability": 10, "gap": 13, "dpmix": 11})
+    assert k == 11
     # prediction strength is reported, never a vote
     k, _ = combine(_rows(ex), {"stability": 5, "gap": 5, "dpmix": 12, "prediction_strength": 12})
     assert k == 5
