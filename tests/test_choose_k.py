@@ -173,3 +173,35 @@ def test_sweep_report_shows_the_per_k_curves_and_the_edge_warning(tmp_path, blob
     text = (d / "report" / "index.html").read_text()
     assert '<section id="choose-k">' in text and "largest K searched" in text
     assert (d / "report" / "choose_k.png").stat().st_size > 10_000
+
+
+def test_cli_choose_k_in_a_given_models_embedding(ray_cluster, tmp_path):
+    """--model: the criteria run in that artifact's embedding (an untrained ae-kmeans here): the
+    command gives exactly what select_k gives on that artifact's transform of the same sample."""
+    import torch
+
+    from distclust.artifact import save_artifact
+    from distclust.models import get_model_class
+    from distclust.spec import build
+
+    X, y = make_blobs(n=600, k=5, d=8, seed=3, spread=0.5)
+    np.savez(tmp_path / "b.npz", X=X, y=y)
+    torch.manual_seed(0)
+    cls = get_model_class("ae-kmeans")
+    m = cls(8, build(cls.Params, {"n_clusters": 5, "latent_dim": 8, "hidden": [32]}, "model"))
+    m.normalizer.shift.copy_(torch.as_tensor(X.mean(0)))
+    m.normalizer.scale.copy_(torch.as_tensor(X.std(0)))
+    m.is_fitted.fill_(True)
+    model = save_artifact(m, tmp_path / "model", data_info={})
+    r = run_cli("choose-k", "jobs/digits-ae-kmeans.yaml", "--data", tmp_path / "b.npz", "--k", "3..8", "--model",
+                model, "--replicates", "2", "--out", tmp_path / "o", "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "o" / "choose_k.json").read_text())
+    assert res["space"] == "embedding" and res["model"] == str(model) and res["dim"] == 8
+    from distclust.artifact import load
+    from distclust.tuning import eval_sample
+
+    Xs, _ = eval_sample(tmp_path / "o" / "data", 10_000, 0)
+    ref = select_k(load(model).transform(Xs), [3, 4, 5, 6, 7, 8], seed=0, replicates=2)
+    assert res["choices"] == ref.choices and res["chosen"] == ref.chosen
+    assert [r["stability"] for r in res["table"]] == [r["stability"] for r in ref.table]
