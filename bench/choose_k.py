@@ -33,29 +33,73 @@ DIGITS_SETS = ["model.pretrain_epochs=30", "model.hidden=[256,256]", "scaling.nu
 
 
 def load(name: str):
-    """(Z, true K, what Z is, K range)."""
+    """(Z, labels, true K, what Z is, K range)."""
     if name == "digits":
         Z, y = ae_embedding("digits", dataset("digits.npz"), "digits-ae-kmeans.yaml", WORK, DIGITS_SETS)
-        return Z, 10, "AE embedding (10-d) of tune/digits-k.yaml's trials", "2..20"
+        return Z, y, 10, "AE embedding (10-d) of tune/digits-k.yaml's trials", "2..20"
     if name in ("mnist", "fashion_mnist"):
         Z, y, train_s = inprocess_ae_embedding(name, dataset(f"{name}.npz"), "mnist-ae-kmeans.yaml", WORK, 15,
                                                sets=("model.hidden=[256,128]",))
-        return Z, 10, f"AE embedding (10-d), AE trained on a 10k sample, {len(Z)} rows embedded", "5..30"
+        return Z, y, 10, f"AE embedding (10-d), AE trained on a 10k sample, {len(Z)} rows embedded", "5..30"
     if name.startswith("mix"):
         k = int(name[3:])
-        X, _ = gaussian_mixture(k, seed=0)
+        X, y = gaussian_mixture(k, seed=0)
         rng = {5: "2..15", 20: "5..40", 50: "20..80:2"}.get(k, f"2..{3 * k}")
-        return standardise(X), k, f"32-d nonlinear embedding, {len(X)} rows, standardised", rng
+        return standardise(X), y, k, f"32-d nonlinear embedding, {len(X)} rows, standardised", rng
     if name == "overlap8":
-        X, _ = gaussian_mixture(8, seed=1, sep=3.5)
-        return standardise(X), 8, f"32-d, centres 3.5 apart (clusters nearly touch), {len(X)} rows", "2..16"
+        X, y = gaussian_mixture(8, seed=1, sep=3.5)
+        return standardise(X), y, 8, f"32-d, centres 3.5 apart (clusters nearly touch), {len(X)} rows", "2..16"
     if name == "customers":
-        Z, _ = customers(WORK)
-        return Z, 6, f"numbers + missing flags + one-hot ({Z.shape[1]} columns), {len(Z)} rows", "2..15"
+        Z, y = customers(WORK)
+        return Z, y, 6, f"numbers + missing flags + one-hot ({Z.shape[1]} columns), {len(Z)} rows", "2..15"
     raise SystemExit(f"unknown data set {name}")
 
 
 ALL = ["digits", "mnist", "fashion_mnist", "mix5", "mix20", "mix50", "overlap8", "customers"]
+
+
+def label_check(Z, y, ks: list[int]) -> dict:
+    """NMI and many-to-one purity of FAISS k-means at the true and the chosen K (labels are read
+    here only, to explain a miss: a chosen K above the truth with high purity splits classes)."""
+    from distclust import metrics as M
+    from distclust.faiss_ops import NearestPrototype, kmeans
+
+    out = {}
+    for k in ks:
+        lab = NearestPrototype(kmeans(Z, k, seed=0, nredo=3)[0], use_gpu=False).search(Z)[0]
+        m = M.contingency(lab, y, n_pred=k)
+        out[str(k)] = {"nmi": M.scores(m)["nmi"], "purity": M.many_to_one_acc(m), "acc": M.acc_from_contingency(m)}
+    return out
+
+
+PARTS = RESULTS / "choose_k"
+
+
+def collect() -> dict:
+    """bench/results/choose_k.json from the per-data-set files (runs of --only may overlap)."""
+    d = {p.stem: json.loads(p.read_text()) for p in sorted(PARTS.glob("*.json"))}
+    d = {n: d[n] for n in ALL if n in d}
+    res = {"command": "DISTCLUST_DATASETS=PATH python bench/choose_k.py  (one data set: --only NAME)",
+           "datasets": d,
+           "summary": {"datasets": len(d), "combined_within_1": sum(v["within_1"] for v in d.values()),
+                       "combined_at_edge": sum(v["at_edge"] for v in d.values()),
+                       **{f"{c}_within_1": sum(v["criteria_within_1"].get(c, False) for v in d.values())
+                          for c in ("stability", "gap", "dpmix", "prediction_strength")}}}
+    (RESULTS / "choose_k.json").write_text(json.dumps(res, indent=1, default=float))
+    return res
+
+
+def markdown(res: dict) -> str:
+    """The benchmarks.md table from the results JSON."""
+    head = ("| data set (true K) | K range | stability | gap | DP mixture | prediction strength (not voted) "
+            "| **combined** | within ±1 | at edge | criteria time |\n|" + " --- |" * 10)
+    lines = [head]
+    for name, d in res["datasets"].items():
+        c = d["choices"]
+        lines.append(f"| {name} ({d['true_k']}) | {d['k_range']} | {c['stability']} | {c['gap']} | {c.get('dpmix', '–')} "
+                     f"| {c['prediction_strength']} | **{d['chosen']}** | {'yes' if d['within_1'] else 'no'} "
+                     f"| {'yes' if d['at_edge'] else 'no'} | {d['criteria_s']:.0f} s |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -64,34 +108,40 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=5)
     ap.add_argument("--sample", type=int, default=10_000)
     ap.add_argument("--ray", action="store_true", help="run each K as a Ray task (local Ray)")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of the saved results")
     a = ap.parse_args()
+    if a.table:  # the table for docs/benchmarks.md and each data set's curves for docs/img/
+        from distclust.report.plots import k_selection
+
+        res = collect()
+        for name, d in res["datasets"].items():
+            k_selection(d["table"], d["choices"], d["chosen"], ROOT / "docs" / "img" / f"choose_k_{name}.png",
+                        f"{name} (true K = {d['true_k']})")
+        print(markdown(res))
+        return
     WORK.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "choose_k.json"
-    res = json.loads(path.read_text()) if path.is_file() else {"datasets": {}}
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # see docs/architecture.md: OpenMP spinning on a loaded machine
     if a.ray:
         from distclust.engine.ray_setup import ensure_ray
 
         ensure_ray(None, num_cpus=2)
     for name in a.only.split(","):
-        Z, k, what, rng = load(name)
+        Z, y, k, what, rng = load(name)
         sel = select_k(Z, parse_k_range(rng), seed=0, replicates=a.replicates, sample=a.sample, use_ray=a.ray)
         ok = {c: abs(v - k) <= 1 for c, v in sel.choices.items()}
-        res["datasets"][name] = {"true_k": k, "representation": what, "k_range": rng, "rows_total": len(Z),
-                                 "chosen": sel.chosen, "within_1": abs(sel.chosen - k) <= 1,
-                                 "within_tolerance": abs(sel.chosen - k) <= tolerance(k), "at_edge": sel.at_edge,
-                                 "choices": sel.choices, "criteria_within_1": ok, "reason": sel.reason,
-                                 "warnings": sel.warnings, "criteria_rows": sel.rows, "criteria_s": sel.seconds,
-                                 "table": sel.table}
+        entry = {"true_k": k, "representation": what, "k_range": rng, "rows_total": len(Z), "chosen": sel.chosen,
+                 "within_1": abs(sel.chosen - k) <= 1, "within_tolerance": abs(sel.chosen - k) <= tolerance(k),
+                 "at_edge": sel.at_edge, "choices": sel.choices, "criteria_within_1": ok, "reason": sel.reason,
+                 "warnings": sel.warnings, "criteria_rows": sel.rows, "criteria_s": sel.seconds,
+                 "replicates": a.replicates, "sample": a.sample,
+                 "command": f"DISTCLUST_DATASETS=PATH python bench/choose_k.py --only {name}",
+                 "labels_reported_only": label_check(Z, y, sorted({k, sel.chosen})), "table": sel.table}
         print(f"{name}: true {k}, chosen {sel.chosen} ({sel.reason}); {sel.choices}; {sel.seconds:.0f} s", flush=True)
-        res["command"] = "DISTCLUST_DATASETS=PATH python bench/choose_k.py " + " ".join(sys.argv[1:])
-        res["replicates"], res["sample"] = a.replicates, a.sample
-        d = res["datasets"]
-        res["summary"] = {"datasets": len(d), "combined_within_1": sum(v["within_1"] for v in d.values()),
-                          "combined_at_edge": sum(v["at_edge"] for v in d.values()),
-                          **{f"{c}_within_1": sum(v["criteria_within_1"].get(c, False) for v in d.values())
-                             for c in ("stability", "gap", "dpmix", "prediction_strength")}}
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=1, default=float))
+        PARTS.mkdir(parents=True, exist_ok=True)
+        (PARTS / f"{name}.json").write_text(json.dumps(entry, indent=1, default=float))
+        res = collect()
     print(json.dumps(res["summary"], indent=1))
 
 

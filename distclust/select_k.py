@@ -269,18 +269,20 @@ def tolerance(k: int) -> int:
 def combine(rows: list[dict], choices: dict[str, int]) -> tuple[int, str]:
     """The documented rule (docs/choosing-k.md): every K searched gets one vote from each of the
     estimates of ``VOTERS`` lying within ``tolerance(K)`` of it; the K with the most votes wins;
-    among equals, the one nearest the median of its voters' estimates, then the one whose
-    partition replicates best beyond chance (excess stability)."""
+    among equals, the one whose voters agree most closely (smallest spread of their estimates), then
+    the one nearest their median, then the one whose partition replicates best beyond chance
+    (excess stability)."""
     by_k = {r["k"]: r for r in rows}
     votes = {k: [c for c in VOTERS if c in choices and abs(choices[c] - k) <= tolerance(k)] for k in by_k}
     top = max(len(v) for v in votes.values())
     tied = [k for k in by_k if len(votes[k]) == top]
-    off = {k: abs(k - float(np.median([choices[c] for c in votes[k]]))) if votes[k] else 0.0 for k in tied}
-    best = min(tied, key=lambda k: (off[k], -by_k[k]["excess_stability"], k))
+    est = {k: [choices[c] for c in votes[k]] or [k] for k in tied}
+    best = min(tied, key=lambda k: (max(est[k]) - min(est[k]), abs(k - float(np.median(est[k]))),
+                                    -by_k[k]["excess_stability"], k))
     if top == 0:
         return best, "no two criteria agree and none lies in the range: the most stable K beyond chance"
     agree = ", ".join(f"{c} {choices[c]}" for c in votes[best])
-    how = "the only K" if len(tied) == 1 else f"of {len(tied)} K with as many votes, the nearest their median"
+    how = "the only K" if len(tied) == 1 else f"of {len(tied)} K with as many votes, the closest agreement"
     return best, f"{top} of {len(VOTERS)} criteria agree within ±{tolerance(best)} ({agree}); {how}"
 
 

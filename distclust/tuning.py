@@ -353,7 +353,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
         rows.append(row)
     df = pd.DataFrame(rows)
     done = df[df["status"] == "completed"] if len(df) else df
-    if done.empty or sweep.metric not in done:
+    if done.empty or (sweep.metric not in done and sweep.metric != "choose_k"):
         raise DistclustError("no trial of the sweep completed", str(out), "see the trial errors above")
     selection = None
     if sweep.metric == "choose_k":  # K estimated in one shared space; the trial with that K is selected

@@ -58,6 +58,9 @@ def test_the_combined_rule_is_the_documented_one():
     # all agree within ±1: of the K with three votes, the one at their median, even if less stable
     k, _ = combine(_rows({**ex, 10: 0.5, 11: 0.7}), {"stability": 10, "gap": 11, "dpmix": 10})
     assert k == 10
+    # a K between two estimates that none proposed loses to a pair that agrees closely
+    k, _ = combine(_rows({**ex, 10: 0.2, 11: 0.6, 12: 0.9}), {"stability": 10, "gap": 13, "dpmix": 11})
+    assert k == 11
     # prediction strength is reported, never a vote
     k, _ = combine(_rows(ex), {"stability": 5, "gap": 5, "dpmix": 12, "prediction_strength": 12})
     assert k == 5
@@ -145,3 +148,60 @@ def test_a_tiny_sweep_selects_what_the_rule_says(ray_cluster, tmp_path):
     assert rule(saved["table"], saved["choices"])[0] == saved["chosen"] == s["choose_k"]["chosen"]
     assert s["best_config"] == {"model.n_clusters": saved["chosen"]} == {"model.n_clusters": 4}
     assert (tmp_path / "out" / "choose_k.png").is_file()
+
+
+def test_sweep_report_shows_the_per_k_curves_and_the_edge_warning(tmp_path, blobs5):
+    """A sweep directory as `distclust tune` writes it with metric choose_k; the report draws every
+    criterion's curve and repeats the edge warning."""
+    import pandas as pd
+
+    from distclust.cli import main
+
+    X, _ = blobs5
+    sel = select_k(X, [2, 3, 4], seed=0, replicates=2, dp=False)  # truth 5: chosen at the upper edge
+    d = tmp_path / "sweep"
+    d.mkdir()
+    pd.DataFrame({"model.n_clusters": [2, 3, 4], "trial": ["t0", "t1", "t2"], "status": ["completed"] * 3,
+                  "choose_k": [r["excess_stability"] for r in sel.table], "model_dir": ["x"] * 3,
+                  "selected": [False, False, True]}).to_parquet(d / "results.parquet", index=False)
+    (d / "summary.json").write_text(json.dumps({
+        "best_trial": "t2", "metric": "choose_k", "mode": "max", "value": sel.table[-1]["excess_stability"],
+        "best_config": {"model.n_clusters": 4}, "trials": 3, "completed": 3, "stopped_early": 0,
+        "best_model": str(d / "best_model"), "warnings": sel.warnings}))
+    (d / "choose_k.json").write_text(json.dumps(sel.as_dict()))
+    assert main(["report", str(d)]) == 0
+    text = (d / "report" / "index.html").read_text()
+    assert '<section id="choose-k">' in text and "largest K searched" in text
+    assert (d / "report" / "choose_k.png").stat().st_size > 10_000
+
+
+def test_cli_choose_k_in_a_given_models_embedding(ray_cluster, tmp_path):
+    """--model: the criteria run in that artifact's embedding (an untrained ae-kmeans here): the
+    command gives exactly what select_k gives on that artifact's transform of the same sample."""
+    import torch
+
+    from distclust.artifact import save_artifact
+    from distclust.models import get_model_class
+    from distclust.spec import build
+
+    X, y = make_blobs(n=600, k=5, d=8, seed=3, spread=0.5)
+    np.savez(tmp_path / "b.npz", X=X, y=y)
+    torch.manual_seed(0)
+    cls = get_model_class("ae-kmeans")
+    m = cls(8, build(cls.Params, {"n_clusters": 5, "latent_dim": 8, "hidden": [32]}, "model"))
+    m.normalizer.shift.copy_(torch.as_tensor(X.mean(0)))
+    m.normalizer.scale.copy_(torch.as_tensor(X.std(0)))
+    m.is_fitted.fill_(True)
+    model = save_artifact(m, tmp_path / "model", data_info={})
+    r = run_cli("choose-k", "jobs/digits-ae-kmeans.yaml", "--data", tmp_path / "b.npz", "--k", "3..8", "--model",
+                model, "--replicates", "2", "--out", tmp_path / "o", "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "o" / "choose_k.json").read_text())
+    assert res["space"] == "embedding" and res["model"] == str(model) and res["dim"] == 8
+    from distclust.artifact import load
+    from distclust.tuning import eval_sample
+
+    Xs, _ = eval_sample(tmp_path / "o" / "data", 10_000, 0)
+    ref = select_k(load(model).transform(Xs), [3, 4, 5, 6, 7, 8], seed=0, replicates=2)
+    assert res["choices"] == ref.choices and res["chosen"] == ref.chosen
+    assert [r["stability"] for r in res["table"]] == [r["stability"] for r in ref.table]

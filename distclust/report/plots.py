@@ -212,6 +212,8 @@ def k_selection(table: list[dict], choices: dict, chosen: int, path: Path, title
     ax = axes[0]
     ax.plot(ks, col("stability"), "o-", ms=3, label="ARI, data halves")
     ax.plot(ks, col("ref_stability"), "s--", ms=3, color="gray", label="ARI, uniform reference")
+    if all("ref_fit" in r for r in table):
+        ax.plot(ks, col("ref_fit"), ":", color="black", lw=1, label="reference trend (line in log K)")
     ax.plot(ks, col("excess_stability"), "^-", ms=3, color="tab:green", label="excess (data − reference)")
     ax.set_title(f"stability (K = {choices.get('stability')})", fontsize=10)
     ax = axes[1]
