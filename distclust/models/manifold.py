@@ -119,8 +119,11 @@ class ManifoldParams(AEParams):
 
 
 def gmm_log_resp(y: torch.Tensor, log_w: torch.Tensor, means: torch.Tensor, prec_chol: torch.Tensor) -> torch.Tensor:
-    """log p(k | y) of a full-covariance Gaussian mixture, from scikit-learn's ``precisions_cholesky_``."""
-    y = y.to(means.dtype)
+    """log p(k | y) of a full-covariance Gaussian mixture, from scikit-learn's ``precisions_cholesky_``.
+
+    Computed in y's dtype (float32 at assign time: half the cost of float64, same argmax but for ties);
+    the buffers stay float64."""
+    log_w, means, prec_chol = log_w.to(y.dtype), means.to(y.dtype), prec_chol.to(y.dtype)
     d = y.shape[1]
     # ‖(y − μ_k) L_k‖², L_k the Cholesky factor of the precision (as sklearn's _estimate_log_gaussian_prob)
     proj = torch.einsum("nd,kde->nke", y, prec_chol) - torch.einsum("kd,kde->ke", means, prec_chol)[None]
@@ -233,7 +236,7 @@ class Manifold(AEKMeans):
         return self.head_std(self.ae_embed(x)) * self.y_scale + self.y_shift
 
     def predict_proba(self, x):
-        return gmm_log_resp(self.embed(x), self.gmm_log_w, self.gmm_means, self.gmm_prec_chol).exp().float()
+        return gmm_log_resp(self.embed(x), self.gmm_log_w, self.gmm_means, self.gmm_prec_chol).exp()
 
     def prototypes(self):
         return self.gmm_means.float()
