@@ -7,6 +7,7 @@
     # UMAP fit time and peak memory (one fresh process per size)
     python bench/manifold.py umap-scale --rows 20000 100000 200000
     # distclust assign rows/s: encoder + head + mixture vs encoder + FAISS (ae-kmeans), same encoder
+    python bench/manifold.py assign-bound --ae RUN/model       # in-process, one thread, per batch
     python bench/manifold.py assign-scale --rows 1000000 10000000
 
 ``--ae`` is an ae-kmeans artifact trained on the same data (jobs/mnist-ae-kmeans.yaml): the manifold
@@ -27,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, RESULTS, dataset, save  # noqa: E402
+sys.path.insert(0, str(ROOT))   # this checkout's distclust, not an installed one
 
 KEYS = ("acc", "nmi", "ari")
 
@@ -228,6 +230,48 @@ def assign_scale(a) -> None:
     save("manifold_assign_scale", res)
 
 
+def assign_bound(a) -> None:
+    """In-process, one thread: FittedModel.assign rows/s (what each assign actor runs per batch) for
+    encoder + FAISS (ae-kmeans) vs encoder + head + mixture posterior (manifold), same encoder."""
+    import faiss
+    import torch
+
+    import distclust
+    from assign_scale import make_model
+
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    work = Path(a.work) / "assign_bound"
+    work.mkdir(parents=True, exist_ok=True)
+    encoders = {"64-256-128-10 (bench/assign_scale.py)": (make_model(work / "ae-small", k=10), 64)}
+    if a.ae:
+        encoders[f"DEC 784-500-500-2000-10 ({a.ae})"] = (Path(a.ae).resolve(), 784)
+    res = {"command": "python bench/manifold.py " + " ".join(sys.argv[1:]), "threads": 1, "batch_rows": a.batch,
+           "repeats": a.repeats, "encoders": {}}
+    for enc_name, (ae_dir, dim) in encoders.items():
+        models = {"encoder+faiss (ae-kmeans)": ae_dir}
+        for h in a.head_hidden:
+            hidden = [int(v) for v in h.split(",")] if h else []
+            models[f"encoder+head{hidden}+posterior (manifold)"] = make_manifold(
+                work / f"manifold-{dim}-{h or 'linear'}", ae_dir, hidden)
+        X = np.random.default_rng(1).random((a.batch, dim), dtype=np.float32)
+        out = {}
+        for name, path in models.items():
+            fm = distclust.load(path)
+            fm.assign(X[:1000])
+            best = 0.0
+            for _ in range(a.repeats):
+                t = time.perf_counter()
+                fm.assign(X)
+                best = max(best, a.batch / (time.perf_counter() - t))
+            out[name] = {"rows_per_s": best}
+        base = out["encoder+faiss (ae-kmeans)"]["rows_per_s"]
+        for v in out.values():
+            v["vs_encoder_faiss"] = v["rows_per_s"] / base
+        res["encoders"][enc_name] = out
+        save("manifold_assign_bound", res)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -252,8 +296,14 @@ def main() -> None:
     g.add_argument("--actors", type=int, default=2)
     g.add_argument("--head-hidden", nargs="+", default=["256,256"], help="head widths to compare, e.g. 256,256 64")
     g.add_argument("--work", default=str(ROOT / "bench" / "_work" / "manifold"))
+    b = sub.add_parser("assign-bound")
+    b.add_argument("--ae", default=None, help="also an ae-kmeans artifact with the DEC encoder (784-d)")
+    b.add_argument("--batch", type=int, default=65536)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--head-hidden", nargs="+", default=["256,256", "64,64"])
+    b.add_argument("--work", default=str(ROOT / "bench" / "_work" / "manifold"))
     a = ap.parse_args()
-    {"quality": quality, "select": select, "umap-scale": umap_scale, "assign-scale": assign_scale}[a.cmd](a)
+    {"assign-bound": assign_bound, "quality": quality, "select": select, "umap-scale": umap_scale, "assign-scale": assign_scale}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -211,3 +211,20 @@ def test_report_draws_the_manifold_coloured_by_cluster(ray_run, blobs_dataset):
     text = write_report(ray_run.model_dir.parent, data=str(blobs_dataset), tensorboard=False).read_text()
     assert "latent_projection.png" in text and "identity of the embeddings" in text
     assert (ray_run.model_dir.parent / "report" / "latent_projection.png").stat().st_size > 1000
+
+
+def test_heartbeat_returns_the_result_and_raises_errors():
+    """rank 0's long fit runs in a thread beside short collectives (one process here: no-ops)."""
+    from types import SimpleNamespace
+
+    from distclust.models.manifold import run_with_heartbeat
+
+    ctx = SimpleNamespace(world_size=1, device=torch.device("cpu"), all_reduce=lambda t: t)
+    assert run_with_heartbeat(ctx, lambda: 41 + 1, poll_s=0.01) == 42
+    assert run_with_heartbeat(ctx, None, poll_s=0.01) is None
+
+    def boom():
+        raise ValueError("inside the fit")
+
+    with pytest.raises(ValueError, match="inside the fit"):
+        run_with_heartbeat(ctx, boom, poll_s=0.01)

@@ -32,6 +32,7 @@ floats in every artifact); a run resumed inside ``head`` rebuilds it with the sa
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,8 +120,11 @@ class ManifoldParams(AEParams):
 
 
 def gmm_log_resp(y: torch.Tensor, log_w: torch.Tensor, means: torch.Tensor, prec_chol: torch.Tensor) -> torch.Tensor:
-    """log p(k | y) of a full-covariance Gaussian mixture, from scikit-learn's ``precisions_cholesky_``."""
-    y = y.to(means.dtype)
+    """log p(k | y) of a full-covariance Gaussian mixture, from scikit-learn's ``precisions_cholesky_``.
+
+    Computed in y's dtype (float32 at assign time: half the cost of float64, same argmax but for ties);
+    the buffers stay float64."""
+    log_w, means, prec_chol = log_w.to(y.dtype), means.to(y.dtype), prec_chol.to(y.dtype)
     d = y.shape[1]
     # ‖(y − μ_k) L_k‖², L_k the Cholesky factor of the precision (as sklearn's _estimate_log_gaussian_prob)
     proj = torch.einsum("nd,kde->nke", y, prec_chol) - torch.einsum("kd,kde->ke", means, prec_chol)[None]
@@ -149,7 +153,7 @@ def fit_gmm(y: np.ndarray, p: ManifoldParams, seed: int):
 
 
 def select_n_neighbors(z: np.ndarray, candidates: list[int], p: ManifoldParams, seed: int,
-                       rank: int = 0, world: int = 1, combine=None) -> dict:
+                       rank: int = 0, world: int = 1, table_only: bool = False, table=None):
     """Label-free choice of UMAP's ``n_neighbors``: the candidate whose partitions agree most with all others.
 
     For each candidate and each of ``select_seeds`` seeds, UMAP + the mixture are fitted on a seeded
@@ -159,8 +163,8 @@ def select_n_neighbors(z: np.ndarray, candidates: list[int], p: ManifoldParams, 
     merges clusters (too many), or lands in a different optimum with each seed — disagrees with the
     rest and scores low. Ties go to the smaller candidate.
 
-    In training the fits are dealt to the workers (``rank``/``world``; ``combine`` sums the
-    (runs, rows) label table over workers), so the rule costs ~runs/world fits of wall time.
+    In training the fits are dealt to the workers: each returns its rows of the (runs, rows) label
+    table (``table_only``), the sum over workers is scored (``table=``); wall time ~runs/world fits.
     """
     from sklearn.metrics import adjusted_rand_score
 
@@ -168,13 +172,14 @@ def select_n_neighbors(z: np.ndarray, candidates: list[int], p: ManifoldParams, 
     sub = z if len(z) <= p.select_sample else z[np.sort(rng.choice(len(z), p.select_sample, replace=False))]
     cands = sorted(set(candidates))
     runs = [(c, s) for c in cands for s in range(p.select_seeds)]
-    table = np.zeros((len(runs), len(sub)), dtype=np.int64)
-    for i, (c, s) in enumerate(runs):
-        if i % world == rank:
-            y = fit_umap(sub, min(c, len(sub) - 1), p, seed + 1000 * s).embedding_.astype(np.float64)
-            table[i] = fit_gmm(y, p, seed + 1000 * s).predict(y)
-    if combine is not None:
-        table = combine(table)
+    if table is None:
+        table = np.zeros((len(runs), len(sub)), dtype=np.int64)
+        for i, (c, s) in enumerate(runs):
+            if i % world == rank:
+                y = fit_umap(sub, min(c, len(sub) - 1), p, seed + 1000 * s).embedding_.astype(np.float64)
+                table[i] = fit_gmm(y, p, seed + 1000 * s).predict(y)
+        if table_only:
+            return table
     parts = dict(zip(runs, table))
     scores, stability = {}, {}
     for c in cands:
@@ -184,6 +189,39 @@ def select_n_neighbors(z: np.ndarray, candidates: list[int], p: ManifoldParams, 
         stability[c] = float(np.mean(own)) if own else float("nan")
     best = max(cands, key=lambda c: (round(scores[c], 6), -c))
     return {"best": best, "scores": scores, "stability": stability, "partitions": parts, "rows": len(sub)}
+
+
+def run_with_heartbeat(ctx: "WorkerContext", fn, poll_s: float = 2.0):
+    """``fn()`` in a thread on this rank (``fn=None``: nothing) while every rank all-reduces a count of
+    finished ranks every ``poll_s`` seconds, until all are done; returns fn's result.
+
+    A rank that waited in one collective for rank 0's UMAP fit would hit the process group's timeout
+    (Ray Train: 30 min) on a large sample; many short collectives never do. umap-learn's numba loops
+    hand the GIL back between epochs, so the heartbeat keeps running."""
+    import threading
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # re-raised below, on this rank
+            out["error"] = e
+
+    th = threading.Thread(target=run, daemon=True) if fn is not None else None
+    if th is not None:
+        th.start()
+    while True:
+        if th is not None:
+            th.join(timeout=poll_s)
+        mine = 0.0 if th is not None and th.is_alive() else 1.0
+        if float(ctx.all_reduce(torch.tensor([mine], device=ctx.device))) >= ctx.world_size:
+            break
+        if th is None:
+            time.sleep(poll_s)
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def knn_targets(dist2: torch.Tensor, idx: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -233,7 +271,7 @@ class Manifold(AEKMeans):
         return self.head_std(self.ae_embed(x)) * self.y_scale + self.y_shift
 
     def predict_proba(self, x):
-        return gmm_log_resp(self.embed(x), self.gmm_log_w, self.gmm_means, self.gmm_prec_chol).exp().float()
+        return gmm_log_resp(self.embed(x), self.gmm_log_w, self.gmm_means, self.gmm_prec_chol).exp()
 
     def prototypes(self):
         return self.gmm_means.float()
@@ -273,8 +311,6 @@ class Manifold(AEKMeans):
     @torch.no_grad()
     def fit_manifold(self, ctx: "WorkerContext") -> dict:
         """Gather, fit UMAP + mixture on rank 0, broadcast the sample's coordinates and the mixture."""
-        import time
-
         p, dev = self.params, ctx.device
         t0 = time.time()
         z_all = ctx.gather_sample(lambda b: self.ae_embed(b["features"]), p.manifold_sample + p.holdout)
@@ -296,21 +332,30 @@ class Manifold(AEKMeans):
         zn = z.cpu().double().numpy()
         nn_, scores = p.n_neighbors, {}
         if cands:   # every rank fits its share of the rule's runs; every rank then scores them alike
-            sel = select_n_neighbors(zn, cands, p, ctx.seed, ctx.rank, ctx.world_size,
-                                     lambda t: ctx.all_reduce(torch.from_numpy(t).to(dev)).cpu().numpy())
+            table = run_with_heartbeat(ctx, lambda: select_n_neighbors(zn, cands, p, ctx.seed, ctx.rank,
+                                                                       ctx.world_size, table_only=True))
+            sel = select_n_neighbors(zn, cands, p, ctx.seed, table=ctx.all_reduce(
+                torch.from_numpy(table).to(dev)).cpu().numpy())
             nn_, scores = sel["best"], sel["scores"]
-        if ctx.rank == 0:
+
+        def fit():
             t1 = time.time()
             um = fit_umap(zn, nn_, p, ctx.seed)
             yn = um.embedding_.astype(np.float64)
-            head[1] = time.time() - t1
+            fit_s = time.time() - t1
             gmm = fit_gmm(yn, p, ctx.seed)
-            head[0], head[2], head[3] = nn_, gmm.score(yn), gmm.bic(yn)
+            yh = um.transform(z_hold.cpu().double().numpy()) if n_hold else None
+            return um, yn, fit_s, gmm, yh
+
+        res = run_with_heartbeat(ctx, fit if ctx.rank == 0 else None)
+        if ctx.rank == 0:
+            um, yn, fit_s, gmm, yh = res
+            head[0], head[1], head[2], head[3] = nn_, fit_s, gmm.score(yn), gmm.bic(yn)
             mix = torch.cat([torch.log(torch.as_tensor(gmm.weights_)), torch.as_tensor(gmm.means_).reshape(-1),
                              torch.as_tensor(gmm.precisions_cholesky_).reshape(-1)])
             y = torch.as_tensor(yn, dtype=torch.float32)
             if n_hold:
-                y_hold = torch.as_tensor(um.transform(z_hold.cpu().double().numpy()), dtype=torch.float32)
+                y_hold = torch.as_tensor(yh, dtype=torch.float32)
         head, mix = ctx.broadcast(head.to(dev)).cpu(), ctx.broadcast(mix.to(dev)).cpu()
         y, y_hold = ctx.broadcast(y.to(dev)), ctx.broadcast(y_hold.to(dev))
         self.gmm_log_w.copy_(mix[:k])
