@@ -255,3 +255,19 @@ def test_million_distinct_values_are_hashed(tmp_path):
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert next(p for p in m.stats.pipeline["columns"] if p["name"] == "code")["role"] == "hashed"
     assert grown_mib < 1000, grown_mib
+
+
+def test_column_dropout_hides_whole_columns():
+    """A number and its missing indicator, or a whole one-hot block, are hidden together."""
+    from distclust.models.networks import BlockLayout
+
+    blocks = [{"column": "a", "kind": "numeric", "start": 0, "end": 1},
+              {"column": "a", "kind": "indicator", "start": 1, "end": 2},
+              {"column": "b", "kind": "categorical", "start": 2, "end": 5}]
+    lay = BlockLayout(blocks)
+    assert lay.n_columns == 2 and lay.column.tolist() == [0, 0, 1, 1, 1]
+    torch.manual_seed(0)
+    x = torch.ones(2000, 5)
+    out = lay.drop_columns(x, 0.5)
+    assert (out[:, 0] == out[:, 1]).all() and (out[:, 2:] == out[:, 2:3]).all()
+    assert 0.45 < out[:, 0].mean() < 0.55 and 0.45 < out[:, 2].mean() < 0.55
