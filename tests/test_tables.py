@@ -271,3 +271,16 @@ def test_column_dropout_hides_whole_columns():
     out = lay.drop_columns(x, 0.5)
     assert (out[:, 0] == out[:, 1]).all() and (out[:, 2:] == out[:, 2:3]).all()
     assert 0.45 < out[:, 0].mean() < 0.55 and 0.45 < out[:, 2].mean() < 0.55
+
+
+def test_csv_text_after_the_first_block_names_the_column(tmp_path):
+    """Arrow infers CSV types from the first 4 MiB; text further down is a named error, not a traceback."""
+    n = 300_000
+    ids = np.char.add("r", np.arange(n).astype(str))
+    size = (np.arange(n) % 50).astype(str).astype(object)
+    size[n - 5] = "abc"
+    pd.DataFrame({"rid": ids, "x": np.arange(n) * 0.5, "size": size}).to_csv(tmp_path / "late.csv", index=False)
+    assert (tmp_path / "late.csv").stat().st_size > 4 << 20
+    with pytest.raises(DataError, match="CSV column 'size' mixes numbers and text.*later 'abc'.*--categorical size"):
+        ingest_table(tmp_path / "late.csv", tmp_path / "bad", id_column="rid", progress=False)
+    assert _no_output(tmp_path)
