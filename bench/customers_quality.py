@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, save  # noqa: E402
+from common import DATASETS, ROOT, save  # noqa: E402
 
-TOOL = ROOT.parent / "shared" / "tools" / "make_customers.py"
+sys.path.insert(0, str(ROOT))  # this checkout's distclust, whatever is installed
+
+TOOL = DATASETS.parent / "tools" / "make_customers.py"   # DISTCLUST_DATASETS=…/shared/datasets moves it
 
 
 def baselines(table: Path, pipe, seed: int = 0) -> dict:
@@ -53,6 +55,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra --set for every job")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench-customers"))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--tool", default=str(TOOL), help="make_customers.py")
     a = ap.parse_args()
     import shutil
 
@@ -63,7 +66,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     table = work / "customers.parquet"
-    subprocess.run([sys.executable, str(TOOL), str(table), "--rows", str(a.rows), "--segments", "6", "--seed", "0"],
+    subprocess.run([sys.executable, a.tool, str(table), "--rows", str(a.rows), "--segments", "6", "--seed", "0"],
                    check=True)
     t0 = time.time()
     m = ingest_table(table, work / "data", id_column="customer_id", label_column="segment", progress=False)

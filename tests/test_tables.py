@@ -255,3 +255,32 @@ def test_million_distinct_values_are_hashed(tmp_path):
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert next(p for p in m.stats.pipeline["columns"] if p["name"] == "code")["role"] == "hashed"
     assert grown_mib < 1000, grown_mib
+
+
+def test_column_dropout_hides_whole_columns():
+    """A number and its missing indicator, or a whole one-hot block, are hidden together."""
+    from distclust.models.networks import BlockLayout
+
+    blocks = [{"column": "a", "kind": "numeric", "start": 0, "end": 1},
+              {"column": "a", "kind": "indicator", "start": 1, "end": 2},
+              {"column": "b", "kind": "categorical", "start": 2, "end": 5}]
+    lay = BlockLayout(blocks)
+    assert lay.n_columns == 2 and lay.column.tolist() == [0, 0, 1, 1, 1]
+    torch.manual_seed(0)
+    x = torch.ones(2000, 5)
+    out = lay.drop_columns(x, 0.5)
+    assert (out[:, 0] == out[:, 1]).all() and (out[:, 2:] == out[:, 2:3]).all()
+    assert 0.45 < out[:, 0].mean() < 0.55 and 0.45 < out[:, 2].mean() < 0.55
+
+
+def test_csv_text_after_the_first_block_names_the_column(tmp_path):
+    """Arrow infers CSV types from the first 4 MiB; text further down is a named error, not a traceback."""
+    n = 300_000
+    ids = np.char.add("r", np.arange(n).astype(str))
+    size = (np.arange(n) % 50).astype(str).astype(object)
+    size[n - 5] = "abc"
+    pd.DataFrame({"rid": ids, "x": np.arange(n) * 0.5, "size": size}).to_csv(tmp_path / "late.csv", index=False)
+    assert (tmp_path / "late.csv").stat().st_size > 4 << 20
+    with pytest.raises(DataError, match="CSV column 'size' mixes numbers and text.*later 'abc'.*--categorical size"):
+        ingest_table(tmp_path / "late.csv", tmp_path / "bad", id_column="rid", progress=False)
+    assert _no_output(tmp_path)

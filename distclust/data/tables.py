@@ -130,13 +130,14 @@ def iter_batches(path: str | Path, columns: list[str] | None = None, batch_rows:
             ro, co = _csv_options(column_types)
             if columns is not None:
                 co.include_columns = columns
+            names: list[str] = []
             try:
                 reader = pcsv.open_csv(f, read_options=ro, convert_options=co)
                 names = reader.schema.names
                 for b in reader:
                     yield from _split(b, batch_rows)
             except pa.ArrowInvalid as e:
-                raise _csv_error(e, f, names if "names" in dir() else []) from None
+                raise _csv_error(e, f, names) from None
         else:
             import pyarrow.parquet as pq
 
