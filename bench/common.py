@@ -79,3 +79,22 @@ def training_split(data, rows: int, work: Path):
     np.savez(work / "train.npz", X=X[:rows], y=y[:rows])
     ingest(work / "train.npz", work / "data", shards=8, progress=False)
     return X, y
+
+
+def spec_from(model: dict, train: dict | None = None, normalize: str = "none", name: str = "bench"):
+    """A validated job spec from a model section (``model["name"]`` names the model) and train keys,
+    for ``train_inprocess`` (one process: ``scaling.num_workers`` 1)."""
+    from distclust.spec import load_spec
+
+    return load_spec({"name": name, "data": {"normalize": normalize}, "model": dict(model),
+                      "train": dict(train or {}), "scaling": {"num_workers": 1}})
+
+
+def model_section(spec, name: str, drop=()) -> dict:
+    """``spec``'s model keys as a section for model ``name`` (keys that model lacks, and ``drop``, left out)."""
+    import dataclasses
+
+    from distclust.models import get_model_class
+
+    keep = {f.name for f in dataclasses.fields(get_model_class(name).Params)} - set(drop)
+    return {"name": name, **{k: v for k, v in dataclasses.asdict(spec.model).items() if k in keep}}
