@@ -32,6 +32,7 @@ bench/results/<out-name>.json after every run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import statistics
@@ -206,6 +207,7 @@ def main() -> None:
     ap.add_argument("--keep-ray", action="store_true", help="keep one Ray running between Ray runs")
     ap.add_argument("--work", default=str(WORK / "throughput"))
     ap.add_argument("--out-name", default="throughput")
+    ap.add_argument("--out", default=None, help="write the JSON here instead of bench/results/<out-name>.json")
     a = ap.parse_args()
     models = [m for m in a.models.split(",") if m]
     configs = [c for c in a.configs.split(",") if c]
@@ -248,9 +250,17 @@ def main() -> None:
                     f"{r['samples_per_s']:8.0f} samples/s  overhead {r['overhead_pct'] or 0:5.1f}%  wall {r['wall_s']:.0f}s"
                     if "samples_per_s" in r else r["error"]), flush=True)
                 res["summary"] = summarise(res["runs"], models, configs)
-                save(a.out_name, res, echo=False)
+                write(a, res)
     print_table(res["summary"], configs)
-    save(a.out_name, res, echo=False)
+    write(a, res)
+
+
+def write(a, res: dict) -> None:
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=1, default=str))
+    else:
+        save(a.out_name, res, echo=False)
 
 
 def print_table(summary: dict, configs) -> None:
