@@ -208,7 +208,11 @@ def main() -> None:
     ap.add_argument("--work", default=str(WORK / "throughput"))
     ap.add_argument("--out-name", default="throughput")
     ap.add_argument("--out", default=None, help="write the JSON here instead of bench/results/<out-name>.json")
+    ap.add_argument("--markdown", default=None, metavar="JSON", help="print the table of an earlier result and exit")
     a = ap.parse_args()
+    if a.markdown:
+        print(markdown(json.loads(Path(a.markdown).read_text())))
+        return
     models = [m for m in a.models.split(",") if m]
     configs = [c for c in a.configs.split(",") if c]
     for bad in [m for m in models if m not in MODELS] + [c for c in configs if c not in CONFIGS]:
@@ -261,6 +265,24 @@ def write(a, res: dict) -> None:
         Path(a.out).write_text(json.dumps(res, indent=1, default=str))
     else:
         save(a.out_name, res, echo=False)
+
+
+def markdown(res: dict) -> str:
+    """The docs table: per model and configuration, median samples/s, ratio to the plain loop, the
+    between-epoch gap (seconds and % of the measured epoch) and the rounds that finished."""
+    names = {"plain": "plain PyTorch loop", "inprocess": "in-process loop (`train_inprocess`)",
+             "ray-1x2": "Ray Train 1 worker × 2 CPUs", "ray-2x1": "Ray Train 2 workers × 1 CPU"}
+    lines = ["| model | configuration | samples/s (median) | × plain | between epochs | % of epoch | rounds |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m, row in res["summary"].items():
+        for c, v in row.items():
+            gaps = [r["between_epochs_s"] for r in res["runs"] if r["model"] == m and r["config"] == c
+                    and r.get("between_epochs_s") is not None]
+            gap = f"{statistics.median(gaps):.3f} s" if gaps else "–"
+            ov = f"{v['overhead_pct']:.1f} %" if v.get("overhead_pct") is not None else "–"
+            ratio = f"{v['ratio_to_plain']:.2f}" if v.get("ratio_to_plain") is not None else "–"
+            lines.append(f"| {m} | {names.get(c, c)} | {v['samples_per_s']:,.0f} | {ratio} | {gap} | {ov} | {v['rounds']} |")
+    return "\n".join(lines)
 
 
 def print_table(summary: dict, configs) -> None:
