@@ -38,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -247,7 +248,9 @@ def main() -> None:
                     else:
                         r = run_ray(spec, data, work / f"run-{m}-{c}", stage, a.keep_ray)
                 except Exception as e:  # noqa: BLE001 - record it and go on with the other configurations
-                    r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+                    r = {"error": f"{type(e).__module__}.{type(e).__name__}: {' / '.join(lines[:3])[:600]}"}
+                    traceback.print_exc()
                 r = {"round": rnd + 1, "model": m, "config": c, **r, "started": time.strftime("%H:%M:%S", time.localtime(t))}
                 res["runs"].append(r)
                 print(f"round {rnd + 1} {m:15s} {c:10s} " + (
