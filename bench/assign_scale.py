@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, save  # noqa: E402
+from common import ROOT, reset_work, save  # noqa: E402
 
 import distclust  # noqa: E402,F401
 
@@ -96,9 +96,7 @@ def main() -> None:
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "assign_scale"))
     a = ap.parse_args()
-    work = Path(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = reset_work(a.work)
     model = make_model(work / "model")
     b = bound(model)
     from distclust.engine.ray_setup import ensure_ray

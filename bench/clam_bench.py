@@ -6,11 +6,12 @@
   run_training (real Ray, 2 workers), then the artifact's predict; k-means on the same space
   (pixels / 16 for ClAM; the trained deep-ClAM latent for deep ClAM).
 - MNIST / Fashion-MNIST raw pixels (pixels / 255): a seeded subsample of ``--rows`` rows,
-  ClAM trained in-process with the model's own forward (the loss the workers run) and Adam.
+  ClAM trained with ``train_inprocess`` (the product's loop in this process: the loop the
+  Ray workers run), memories seeded from a sample of rows (``init: sample``).
 - mnist-latent / fashion-latent: the same on a trained autoencoder's latent (``--mnist-ae`` /
   ``--fashion-ae``), standardised per dimension; ``--rows 0`` uses all 70,000 rows.
-- scaling: time of one training epoch (forward + backward + Adam) of the same model code as
-  N, k and T grow (in-process, 1 thread, random data).
+- scaling: time of one training epoch (forward + backward + Adam, the record's ``time_s``) as
+  N, k and T grow (``train_inprocess``, 1 thread, random data).
 
 Silhouette is computed on the clustering space of each row (same features for both methods).
 Writes bench/results/clam.json.
@@ -26,14 +27,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, dataset, save  # noqa: E402
+from common import ROOT, WORK, command, dataset, save, spec_from  # noqa: E402
 
 import torch  # noqa: E402
 
 import distclust  # noqa: E402
 from distclust import faiss_ops  # noqa: E402
 from distclust.metrics import cluster_scores  # noqa: E402
-from distclust.models.clam import ClAM, ClamParams  # noqa: E402
 
 
 def scores(X, labels, y, seed=0, sil_rows=10000):
@@ -56,28 +56,21 @@ def kmeans_scores(X, y, k, seed=0):
     return {**scores(X, lab, y, seed), "seconds": time.time() - t}
 
 
-def train_inprocess(X, k, params: dict, epochs, batch=256, seed=0):
-    """ClAM trained with the model's own forward (the loss each Ray worker runs), one process."""
-    torch.manual_seed(seed)
-    p = ClamParams(n_clusters=k, epochs=epochs, **params)
-    m = ClAM(X.shape[1], p)
+def train_inprocess(X, k, params: dict, epochs, batch=256, seed=0, threads=None, init=True):
+    """ClAM through the product's in-process loop (``train_inprocess``: the loop each Ray worker runs),
+    on ``X`` as given (``data.normalize: none``). Returns the model, the labels after seeding (the
+    same seeded ``init`` stage, no epochs; None without ``init``), the final labels, the seconds and the per-epoch step times."""
+    from distclust.engine.inprocess import train_inprocess as run
+
+    def spec(n_epochs):
+        return spec_from({"name": "clam", "n_clusters": k, "epochs": n_epochs, **params},
+                         {"batch_size": batch, "seed": seed, "eval_every": 0, "quiet": True})
+
     Xt = torch.from_numpy(X)
-    g = torch.Generator().manual_seed(seed + 1)
-    m.memories.data.copy_(Xt[torch.randperm(len(Xt), generator=g)[:k]])   # init: sample
-    init_lab = m.predict_dynamics(Xt).numpy()
-    opt = torch.optim.Adam([m.memories], lr=p.lr)
-    t, per_epoch = time.time(), []
-    for _ in range(epochs):
-        t0 = time.time()
-        perm = torch.randperm(len(Xt))
-        for i in range(0, len(Xt), batch):
-            loss = m(Xt[perm[i:i + batch]], "clam")["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        per_epoch.append(time.time() - t0)
-    lab = m.predict_dynamics(Xt).numpy()
-    return m, init_lab, lab, time.time() - t, per_epoch
+    init_lab = run(spec(0), X=X, threads=threads).model.predict_dynamics(Xt).numpy() if init else None
+    res = run(spec(epochs), X=X, threads=threads)
+    per_epoch = [h["time_s"] for h in res.history if h.get("stage") == "clam" and h.get("epoch", 0) > 0]
+    return res.model, init_lab, res.model.predict_dynamics(Xt).numpy(), res.wall_s, per_epoch
 
 
 def raw_image_part(name, npz, rows, epochs, seed, params, ae=None):
@@ -155,7 +148,8 @@ def scaling_part(seed):
             prm = dict(beta=0.05, steps=cfg["T"], alpha=0.5, mask_prob=0.2, lr=0.01)
             times = []
             for rep in range(3):
-                _, _, _, secs, per_epoch = train_inprocess(X, cfg["k"], prm, 1, seed=seed + rep)
+                _, _, _, secs, per_epoch = train_inprocess(X, cfg["k"], prm, 1, seed=seed + rep, threads=1,
+                                                           init=False)
                 times.append(per_epoch[0])
             rows.append({key: v, "s_per_epoch": float(min(times))})
         t0 = rows[0]["s_per_epoch"]
@@ -178,20 +172,21 @@ def main():
     ap.add_argument("--machine", default="2-core CPU (shared with other jobs), no GPU")
     ap.add_argument("--mnist-ae", default=None, help="autoencoder artifact for the mnist-latent part")
     ap.add_argument("--fashion-ae", default=None, help="autoencoder artifact for the fashion-latent part")
+    ap.add_argument("--out-name", default="clam", help="result file bench/results/NAME.json (parts merge into it)")
     a = ap.parse_args()
     parts = a.parts.split(",")
     torch.set_num_threads(2)
-    work = ROOT / "bench" / "_work" / "clam"
+    work = WORK / "clam"
     work.mkdir(parents=True, exist_ok=True)
     import json
 
     from common import RESULTS
 
-    old = RESULTS / "clam.json"   # parts run separately are merged into one result file
+    old = RESULTS / f"{a.out_name}.json"   # parts run separately are merged into one result file
     res = json.loads(old.read_text()) if old.is_file() else {}
     res.setdefault("commands", {})
     for part in parts:
-        res["commands"][part] = "python bench/clam_bench.py " + " ".join(sys.argv[1:])
+        res["commands"][part] = command("clam_bench.py")
     res.update({"seed": a.seed})
     res.setdefault("machine_by_part", {}).update({part: a.machine for part in parts})
     params = {"beta0.1": dict(beta=0.1, steps=10, alpha=0.5, mask_prob=0.2, lr=0.01),
@@ -201,22 +196,22 @@ def main():
     t = time.time()
     if "scaling" in parts:
         res["scaling"] = scaling_part(a.seed)
-        save("clam", res)
+        save(a.out_name, res)
     torch.set_num_threads(2)
     if "digits" in parts:
         res["digits"] = digits_part(a.seed, work, a.digits_jobs.split(","), res.get("digits"))
-        save("clam", res)
+        save(a.out_name, res)
     if "mnist" in parts:
         res["mnist"] = raw_image_part("mnist", "mnist.npz", a.rows, a.epochs, a.seed, params)
-        save("clam", res)
+        save(a.out_name, res)
     if "fashion" in parts:
         res["fashion"] = raw_image_part("fashion", "fashion_mnist.npz", a.rows, a.epochs, a.seed, params)
     for name, npz, ae in (("mnist", "mnist.npz", a.mnist_ae), ("fashion", "fashion_mnist.npz", a.fashion_ae)):
         if f"{name}-latent" in parts:
             res[f"{name}_latent"] = raw_image_part(f"{name}-latent", npz, a.rows, a.epochs, a.seed, params, ae)
-            save("clam", res)
+            save(a.out_name, res)
     res.setdefault("seconds", {})[a.parts] = time.time() - t
-    save("clam", res)
+    save(a.out_name, res)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ Each variant trains through the spine (``run_training``: Ray Train, 2 workers ×
 sharded Parquet) from ``jobs/mnist-<variant>.yaml`` on the 60,000-row training split
 (MNIST's first 60k rows); ``--epochs`` for the marginalised model, ``--single-epochs``
 for the Gumbel and Concrete ones (the Concrete KL weight ramps 0 → 1 over the first
-``--kl-anneal-frac`` of its epochs). Then, in-process on the artifact:
+``--kl-anneal-frac`` of its epochs). ``--engine inprocess`` trains with ``train_inprocess``
+instead (the same loop in this process, 1 thread, ACC / NMI on the training rows every epoch).
+Then, in-process on the artifact:
 
 - ACC (Hungarian) / NMI of argmax q(y|x) on all 70,000 rows;
 - the test-split ELBO: the marginalised bound (exact sum over y, one z sample per y)
@@ -26,12 +28,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, dataset, save, training_split  # noqa: E402
+from common import ROOT, WORK, command, dataset, save, training_split  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import distclust  # noqa: E402
+from distclust.engine.inprocess import train_inprocess  # noqa: E402
 from distclust.engine.trainer import run_training  # noqa: E402
 from distclust.faiss_ops import NearestPrototype  # noqa: E402
 from distclust.metrics import cluster_scores  # noqa: E402
@@ -39,58 +42,6 @@ from distclust.models.gmvae import sample_grid_png  # noqa: E402
 from distclust.spec import load_spec  # noqa: E402
 
 VARIANTS = ["concrete-gmvae", "gmvae-gumbel", "gmvae"]
-
-
-def train_inprocess(spec, X: np.ndarray, seed: int, y: np.ndarray | None = None):
-    """The engine's per-step work without Ray: seeded shuffles, Adam, ``train_step`` for the schedules.
-
-    With labels ``y``, each epoch's history entry also gets ACC / NMI of argmax q(y|x) on X.
-    """
-    from distclust.engine.worker import seed_everything
-    from distclust.models import Normalizer, get_model_class
-
-    seed_everything(seed)
-    p = spec.model
-    norm = Normalizer(X.shape[1])
-    lo, hi = float(X.min()), float(X.max())        # data.normalize: global-minmax
-    norm.shift.fill_(lo)
-    norm.scale.fill_(hi - lo)
-    model = get_model_class(spec.model_name)(X.shape[1], p, norm)
-    opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    bs = spec.train.batch_size
-    steps = len(X) // bs
-    model.anneal_origin.fill_(0)
-    model.anneal_steps_per_epoch.fill_(steps)
-    Xt = torch.from_numpy(X)
-    g = torch.Generator().manual_seed(seed)
-    history, step = [], 0
-    for epoch in range(p.epochs):
-        model.train()
-        t0 = time.time()
-        perm = torch.randperm(len(X), generator=g)
-        sums: dict[str, float] = {}
-        for b in range(steps):
-            model.train_step = step
-            out = model(Xt[perm[b * bs:(b + 1) * bs]], "train")
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            opt.step()
-            step += 1
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-        m = {"stage": "train", "epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
-             "time_s": time.time() - t0}
-        if y is not None:
-            model.eval()
-            with torch.no_grad():
-                pred = torch.cat([model.predict_proba(Xt[i:i + 4096]).argmax(1)
-                                  for i in range(0, len(Xt), 4096)]).numpy()
-            sc = cluster_scores(pred, y)
-            m.update(acc=sc["acc"], nmi=sc["nmi"])
-        history.append(m)
-        print(spec.model_name, {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}, flush=True)
-    model.is_fitted.fill_(True)
-    return model, history
 
 
 def main() -> None:
@@ -103,12 +54,12 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=60000, help="rows before this are the training split")
     ap.add_argument("--variants", nargs="+", default=VARIANTS)
     ap.add_argument("--engine", choices=["ray", "inprocess"], default="ray",
-                    help="ray: run_training (Ray Train, 2 workers); inprocess: the model's forward in a plain "
-                         "torch loop on 1 thread (same model code, no Ray start-up: for an overloaded machine)")
+                    help="ray: run_training (Ray Train, 2 workers); inprocess: train_inprocess (the same loop in "
+                         "this process, 1 thread, ACC/NMI every epoch; no Ray start-up: for an overloaded machine)")
     ap.add_argument("--img-dir", default=str(ROOT / "docs" / "img"), help="where the sample-grid PNGs go")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="spec overrides for every variant, e.g. model.latent_dim=64 train.batch_size=64")
-    ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "gmvae"))
+    ap.add_argument("--work", default=str(WORK / "gmvae"))
     ap.add_argument("--out-name", default="gmvae_quality",
                     help="result file bench/results/NAME.json (one per process when variants run side by side)")
     a = ap.parse_args()
@@ -121,7 +72,7 @@ def main() -> None:
     for v in a.variants:
         epochs = a.epochs if v == "gmvae" else a.single_epochs
         over = [f"model.epochs={epochs}", f"train.seed={a.seed}", "train.quiet=true",
-                f"train.eval_every={epochs}", f"train.checkpoint_every={epochs}"]
+                f"train.eval_every={1 if a.engine == 'inprocess' else epochs}", f"train.checkpoint_every={epochs}"]
         if v == "concrete-gmvae":
             over += ["model.kl_warmup_epochs=0", f"model.kl_anneal_epochs={a.kl_anneal_frac * epochs}"]
         spec = load_spec(ROOT / "jobs" / f"mnist-{v}.yaml", over + list(a.set))
@@ -130,7 +81,8 @@ def main() -> None:
             res = run_training(spec, work / f"run-{v}", data=str(work / "data"))
             model, history = distclust.load(res.model_dir).model, res.history
         else:
-            model, history = train_inprocess(spec, X[:a.train_rows], a.seed, y[:a.train_rows])
+            r = train_inprocess(spec, X=X[:a.train_rows], y=y[:a.train_rows], quiet=False, threads=1)
+            model, history = r.model, r.history
         wall = time.time() - t
         model.eval()
         with torch.no_grad():
@@ -159,7 +111,7 @@ def main() -> None:
         }
         print(v, {k: results[v][k] for k in ("acc", "nmi", "test_elbo_nats", "train_wall_s")}, flush=True)
         save(a.out_name, {
-            "command": "python bench/gmvae_quality.py " + " ".join(sys.argv[1:]),
+            "command": command("gmvae_quality.py"),
             "machine": "2-core CPU shared with other jobs; " + ("Ray Train 2 workers × 1 CPU" if a.engine == "ray"
                                                                  else "in-process, 1 torch thread"),
             "engine": a.engine,

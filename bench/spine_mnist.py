@@ -7,13 +7,12 @@ Writes bench/results/spine_mnist.json (figures quoted in docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, dataset, save  # noqa: E402
+from common import ROOT, dataset, reset_work, save  # noqa: E402
 
 import distclust  # noqa: E402,F401
 from distclust.assign import run_assign  # noqa: E402
@@ -33,9 +32,7 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "spine"))
     a = ap.parse_args()
     src = a.data or dataset("mnist.npz")
-    work = Path(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = reset_work(a.work)
     t = time.time()
     m = ingest(src, work / "data", shards=8, progress=False)
     t_ingest = time.time() - t

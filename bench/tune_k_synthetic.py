@@ -8,7 +8,6 @@ uses only the label-free metric, ACC is reported beside. Writes bench/results/tu
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, save  # noqa: E402
+from common import ROOT, reset_work, save  # noqa: E402
 
 import distclust  # noqa: E402,F401
 from distclust.tuning import run_sweep  # noqa: E402
@@ -45,9 +44,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=4000)
     ap.add_argument("--work", default=str(ROOT / "bench" / "_work" / "tune_k"))
     a = ap.parse_args()
-    work = Path(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = reset_work(a.work)
     X, y = mixture(a.rows, a.true_k, 32, 0)
     np.savez(work / "mix.npz", X=X, y=y)
     job = {"name": "mix", "data": {"normalize": "standard", "shards": 2},

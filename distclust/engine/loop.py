@@ -190,7 +190,7 @@ def run_loop(model, ctx, reporter: Reporter, train, state: dict | None = None,
             ctx.epochs_done += 1
             m = {R.STAGE: stage.name, R.EPOCH: epoch + 1, R.STAGE_EPOCHS: stage.epochs, R.EPOCHS_DONE: ctx.epochs_done,
                  **{k: float(red[i] / red[-2]) for i, k in enumerate(keys)},
-                 R.SAMPLES_PER_S: float(red[-1]) / max(elapsed, 1e-9), R.TIME_S: elapsed,
+                 R.SAMPLES_PER_S: float(red[-1]) / max(elapsed, 1e-9), R.TIME_S: elapsed, R.STARTED_AT: t0,
                  R.PEAK_RSS_MIB: float(ctx.all_reduce(torch.tensor(peak_rss_mib(), device=device), op="max"))}
             if optimizer is not None and (scheduler is not None or stage.optimizer != "adam"):
                 m["lr"] = float(optimizer.param_groups[0]["lr"])

@@ -14,7 +14,8 @@ EPOCH = "epoch"                 # 1-based epoch within the stage (0 for global s
 STAGE_EPOCHS = "stage_epochs"   # epochs the stage was configured for
 EPOCHS_DONE = "epochs_done"     # training epochs finished since the start of the run
 SAMPLES_PER_S = "samples_per_s"
-TIME_S = "time_s"
+TIME_S = "time_s"                # seconds of the epoch's steps (first batch to the all-reduce)
+STARTED_AT = "started_at"       # wall clock (Unix s) when the epoch's steps began: gaps between epochs
 PEAK_RSS_MIB = "peak_rss_mib"
 EARLY_STOPPED = "early_stopped"
 TRAIN_TIME_S = "train_time_s"
@@ -23,7 +24,7 @@ DONE = "done"
 
 # keys that describe where a record sits in the run, not a measured value: plots and
 # trackers skip them
-BOOKKEEPING = (STAGE, EPOCH, STAGE_EPOCHS, EPOCHS_DONE, "stage_index", "resumed_finished")
+BOOKKEEPING = (STAGE, EPOCH, STAGE_EPOCHS, EPOCHS_DONE, STARTED_AT, "stage_index", "resumed_finished")
 # keys the per-epoch progress line leaves out (shown in their own form or not at all)
 NOT_IN_PROGRESS = (*BOOKKEEPING, SAMPLES_PER_S, TIME_S, PEAK_RSS_MIB)
 
