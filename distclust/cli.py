@@ -31,7 +31,7 @@ def _names(v: str | None) -> list[str]:
 def cmd_ingest(a) -> int:
     from .data import ingest
 
-    if a.id_column or a.label_column or a.columns or a.exclude or a.categorical:
+    if any(v is not None for v in (a.id_column, a.label_column, a.columns, a.exclude, a.categorical)):
         import warnings
 
         from .data.features import FeatureOptions

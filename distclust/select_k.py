@@ -193,10 +193,10 @@ class KSelection:
 def edge_warning(chosen: int, ks: list[int], what: str = "the chosen K") -> str | None:
     if chosen == ks[0] and ks[0] > 2:
         return (f"{what} ({chosen}) is the smallest K searched: the truth may be smaller; widen the range "
-                f"downwards (e.g. --k {max(2, ks[0] // 2)}..{ks[-1]})")
+                f"downwards (e.g. to {max(2, ks[0] // 2)}..{ks[-1]})")
     if chosen == ks[-1]:
         return (f"{what} ({chosen}) is the largest K searched: the truth may be larger; widen the range "
-                f"upwards (e.g. --k {ks[0]}..{2 * ks[-1]})")
+                f"upwards (e.g. to {ks[0]}..{2 * ks[-1]})")
     return None
 
 

@@ -44,7 +44,7 @@ def prepare_raw(model, data: Path, out: Path, keep: list[str], progress: bool) -
         raise DataError(f"'{data}' is a raw table but the model was trained on plain numeric features", str(data),
                         "pass an ingested dataset (or id/features Parquet), or train on the table ingested "
                         "with 'distclust ingest TABLE OUT --id-column NAME'")
-    if not pipe.id_column:
+    if pipe.id_column is None:
         raise DataError("the model was trained on a table ingested without --id-column, so its output "
                         "could not be keyed by your ids", str(data),
                         "re-ingest the training table with --id-column NAME and retrain, or assign the ingested dataset")

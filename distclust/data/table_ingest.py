@@ -81,14 +81,14 @@ def ingest_table(src: str | os.PathLike, out: str | os.PathLike, id_column: str 
     files = table_files(src)
     csv_types = {c: pa.string() for c in options.categorical} if is_csv(files[0]) else None
     schema = schema_of(src, csv_types)
-    special = [c for c in (id_column, label_column) if c]
+    special = [c for c in (id_column, label_column) if c is not None]   # "" is a name (R's row numbers)
     check_columns(schema, special, where, "id or label column")
     if columns:
         check_columns(schema, columns, where)
     check_columns(schema, exclude or [], where, "column to exclude")
     check_columns(schema, options.categorical, where, "--categorical column")
     feats = [c for c in (columns or schema.names) if c not in special and c not in (exclude or [])]
-    if id_column:
+    if id_column is not None:
         kind = type_kind(schema.field(id_column).type)
         if kind not in ("numeric", "string", "temporal"):
             raise DataError(f"the id column '{id_column}' has type {schema.field(id_column).type}", where,
@@ -109,11 +109,11 @@ def ingest_table(src: str | os.PathLike, out: str | os.PathLike, id_column: str 
         fitter = PipelineFitter(schema, feats, options, where)
         keys, n = [], 0
         for b in iter_batches(src, special + feats, batch_rows, csv_types):
-            if id_column:
+            if id_column is not None:
                 col = b.column(id_column)
                 _check_id_nulls(col, n, id_column, where)
                 keys.append(_id_hashes(col))
-            if label_column and b.column(label_column).null_count:
+            if label_column is not None and b.column(label_column).null_count:
                 raise DataError(f"the label column '{label_column}' has {b.column(label_column).null_count} "
                                 f"missing values (rows from {n})", where,
                                 "fill or drop unlabelled rows, or leave out --label-column")
@@ -121,7 +121,7 @@ def ingest_table(src: str | os.PathLike, out: str | os.PathLike, id_column: str 
             n += b.num_rows
         if n == 0:
             raise DataError("the table holds no rows", where, "pass a non-empty table")
-        if id_column:
+        if id_column is not None:
             allk = np.concatenate(keys)
             uniq, cnt = np.unique(allk, return_counts=True)
             if len(uniq) != len(allk):
@@ -164,7 +164,7 @@ def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int
     if own_id:
         fields.append(pa.field(idc, schema.field(idc).type, nullable=False))
     fields.append(pa.field(FEATURES, pa.list_(pa.float32(), pipe.dim)))
-    if labc:
+    if labc is not None:
         fields.append(pa.field(LABEL, pa.int64()))
     sch = pa.schema(fields)
     writers = [pq.ParquetWriter(tmp / f"part-{i:05d}.parquet", sch) for i in range(shards)]
@@ -173,7 +173,7 @@ def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int
     label_codes: dict = {}
     int_labels = labc is not None and type_kind(schema.field(labc).type) == "numeric"
     next_row = 0
-    read = [c for c in dict.fromkeys([*(x for x in (idc, labc) if x), *pipe.input_columns])]
+    read = [c for c in dict.fromkeys([*(x for x in (idc, labc) if x is not None), *pipe.input_columns])]
     bar = tqdm(desc=f"ingest {Path(str(src)).name}", unit="rows", disable=not progress, mininterval=1.0)
     try:
         for b in iter_batches(src, read, batch_rows, csv_types):
@@ -186,7 +186,7 @@ def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int
             if own_id:
                 cols.append(b.column(idc).cast(schema.field(idc).type))
             cols.append(features_array(X))
-            if labc:
+            if labc is not None:
                 lab = b.column(labc)
                 if int_labels:
                     v = pc.cast(lab, pa.float64()).to_numpy(zero_copy_only=False)
@@ -212,13 +212,13 @@ def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int
     st = stats.result()
     n_classes = None
     names = None
-    if labc:
+    if labc is not None:
         if int_labels:
             n_classes = int(max(pc.max(pq.read_table(tmp, columns=[LABEL]).column(LABEL)).as_py(), 0)) + 1
         else:
             names = [k for k, _ in sorted(label_codes.items(), key=lambda kv: kv[1])]
             n_classes = len(names)
-    return Manifest(rows=next_row, dim=pipe.dim, dtype="float32", has_label=bool(labc),
+    return Manifest(rows=next_row, dim=pipe.dim, dtype="float32", has_label=labc is not None,
                     shards=[{"file": f"part-{s:05d}.parquet", "rows": counts[s]} for s in range(shards) if counts[s]],
                     stats=FeatureStats(st.mean, st.std, st.min, st.max, pipeline=pipe.to_dict()),
                     label_names=names, n_classes=n_classes, source=str(src))
