@@ -82,7 +82,7 @@ CASES = [
                                    t / "out"], "not a readable Parquet file"),
     ("missing-id-column-assign", lambda t: ["assign", _artifact(t),
                                             ((t / "noid").mkdir() or _parquet(t / "noid", pa.table({"x": [1.0]}))).parent,
-                                            t / "out"], "has no 'id' column"),
+                                            t / "out"], "is a raw table but the model was trained on plain numeric features"),
     ("duplicate-ids", lambda t: ["ingest", _parquet(t, pa.table({"id": [1, 1], "x": [0.0, 1.0]})), t / "out"],
      "duplicates"),
     ("non-numeric-feature", lambda t: ["ingest", _parquet(t, pa.table({"x": [0.0], "city": ["Oslo"]})), t / "out"],

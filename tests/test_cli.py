@@ -55,7 +55,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(ray_cluster, blobs_dat
                          start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
-        ckpts = list((run / "ray" / "train").glob("checkpoint_*"))
+        ckpts = list((run / "ray").glob("distclust-*/checkpoint_*"))
         if len(ckpts) >= 2:
             break
         time.sleep(0.1)

@@ -33,7 +33,7 @@ def test_killed_training_worker_is_replaced_and_the_run_resumes(ray_cluster, blo
     p = _popen(["train", tmp_path / "job.yaml", "--data", blobs_dataset, "--out", tmp_path / "run"])
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
-        if len(list((tmp_path / "run" / "ray" / "train").glob("checkpoint_*"))) >= 2:
+        if len(list((tmp_path / "run" / "ray").glob("distclust-*/checkpoint_*"))) >= 2:
             break
         time.sleep(0.1)
     workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
