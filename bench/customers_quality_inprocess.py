@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--job", default="customers-ae-kmeans")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the result file name")
     ap.add_argument("--work", default=None)
     ap.add_argument("--tool", default=str(DATASETS.parent / "tools" / "make_customers.py"))
     a = ap.parse_args()
@@ -71,7 +72,7 @@ def main() -> None:
     res = {"command": "python bench/customers_quality_inprocess.py " + " ".join(sys.argv[1:]), "rows": a.rows,
            "segments": 6, "data_seed": 0, "dim": m.dim, "ingest_s": time.time() - t0, "threads": a.threads,
            "baselines": baselines(table, pipe), "runs": []}
-    name = f"customers_quality_{a.job}_{a.rows}"
+    name = f"customers_quality_{a.job}_{a.rows}" + (f"_{a.tag}" if a.tag else "")
     out = ROOT / "bench" / "results" / f"{name}.json"
     for seed in a.seeds:
         spec = load_spec(ROOT / "jobs" / f"{a.job}.yaml", [f"train.seed={seed}", *a.set])

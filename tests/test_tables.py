@@ -284,3 +284,28 @@ def test_csv_text_after_the_first_block_names_the_column(tmp_path):
     with pytest.raises(DataError, match="CSV column 'size' mixes numbers and text.*later 'abc'.*--categorical size"):
         ingest_table(tmp_path / "late.csv", tmp_path / "bad", id_column="rid", progress=False)
     assert _no_output(tmp_path)
+
+
+def test_profile_without_ray_flags_levels_and_lift(tmp_path):
+    """compute_profile on a hand-made assignment: a 0/1 flag that defines the segments separates them
+    fully (one bin per value, not deciles), lifts and medians are exact, sizes count every row."""
+    from distclust.report.profile import compute_profile, write_profile
+
+    n = 300
+    seg = np.arange(n) % 3
+    table = pa.table({"cid": [f"k{i}" for i in range(n)], "flag": (seg == 0).astype(np.int64),
+                      "spend": (seg * 10.0 + 1).tolist(), "tier": np.array(["a", "b", "c"])[seg].tolist()})
+    pq.write_table(table, tmp_path / "t.parquet")
+    (tmp_path / "as").mkdir()
+    pq.write_table(pa.table({"cid": table.column("cid"), "cluster": seg, "distance": np.zeros(n, np.float32)}),
+                   tmp_path / "as" / "part.parquet")
+    prof = compute_profile(tmp_path / "as", tmp_path / "t.parquet", sample=200)
+    assert [s["size"] for s in prof["segments"]] == [100, 100, 100] and prof["sampled_rows"] == 200
+    sep = {(r["segment"], r["column"]): r["score"] for r in prof["separation"]}
+    assert sep[(0, "flag")] == pytest.approx(1.0) and sep[(0, "tier")] == pytest.approx(1.0)
+    med = {(r["segment"], r["column"]): r["median"] for r in prof["numeric"]}
+    assert med[(2, "spend")] == 21.0
+    tier0 = next(r for r in prof["categorical"] if r["segment"] == 0 and r["column"] == "tier")["levels"][0]
+    assert tier0["level"] == "a" and tier0["share"] == 1.0 and 2.5 < tier0["lift"] < 3.6
+    page = write_profile(tmp_path / "as", tmp_path / "t.parquet", sample=200)
+    assert page.is_file() and (page.parent / "separation.csv").is_file()

@@ -145,7 +145,11 @@ def compute_profile(assign_dir: str | Path, table: str | Path, sample: int = 200
         miss = np.isnan(x)
         ok = x[~miss]
         mean, std = (float(ok.mean()), float(ok.std())) if len(ok) else (float("nan"), float("nan"))
-        edges = np.unique(np.quantile(ok, np.linspace(0.1, 0.9, 9))) if len(ok) else np.zeros(0)
+        values = np.unique(ok)
+        if len(values) <= 12:     # few values (0/1 flags, small counts): one bin per value, not deciles
+            edges = values[1:]
+        else:
+            edges = np.unique(np.quantile(ok, np.linspace(0.1, 0.9, 9)))
         codes = np.where(miss, len(edges) + 1, np.searchsorted(edges, np.where(miss, 0, x), side="right"))
         for s in segments:
             m = masks[s]
