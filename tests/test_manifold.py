@@ -71,9 +71,9 @@ def in_process():
 
     X, y = rings()
     cls = get_model_class("manifold")
-    p = build(cls.Params, {"n_clusters": 4, "latent_dim": 6, "hidden": [64, 64], "pretrain_epochs": 15,
+    p = build(cls.Params, {"n_clusters": 4, "latent_dim": 6, "hidden": [64, 64], "pretrain_epochs": 10,
                            "n_neighbors": 20, "n_components": 2, "umap_epochs": 100, "holdout": 150,
-                           "head_epochs": 30, "head_lr": 3e-3, "assign": "nearest"}, "model")
+                           "head_epochs": 20, "head_lr": 3e-3, "assign": "nearest"}, "model")
     torch.manual_seed(0)
     model = cls(X.shape[1], p)
     logs = run_in_process(model, X, y)
