@@ -43,7 +43,8 @@ def _to_tensors(table: pa.Table, columns: Sequence[str]) -> Batch:
                 arr = vals.astype(np.float32, copy=False).reshape(len(col), d)
             else:  # variable-size lists (data written by other tools)
                 arr = np.stack(col.to_numpy(zero_copy_only=False)).astype(np.float32)
-            out[c] = torch.from_numpy(np.ascontiguousarray(arr))
+            arr = np.ascontiguousarray(arr)
+            out[c] = torch.from_numpy(arr if arr.flags.writeable else arr.copy())   # Arrow buffers are read-only
         else:
             out[c] = torch.from_numpy(col.to_numpy(zero_copy_only=False).astype(np.int64, copy=True))
     return out
