@@ -80,3 +80,15 @@ def pytest_collection_modifyitems(config, items):
     """Fast tier first: tests that need no Ray cluster (pure functions, losses, spec, metrics) run
     before the integration tier, so a broken basic fails within a minute."""
     items.sort(key=lambda it: "ray_cluster" in getattr(it, "fixturenames", ()))
+
+
+def screenshot(exe: str, page: Path, shot: Path) -> None:
+    """Render ``page`` in headless Chromium to ``shot``; fail on a non-zero exit or a console error."""
+    import subprocess
+
+    r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,2000",
+                        page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    bad = [ln for ln in r.stderr.splitlines() if "Uncaught" in ln or "CONSOLE" in ln and "ERROR" in ln]
+    assert not bad, bad

@@ -12,7 +12,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SHARED, run_cli, tiny_spec
+from conftest import SHARED, run_cli, tiny_spec, screenshot
 from test_tables import customers
 
 from distclust.errors import DataError
@@ -142,12 +142,7 @@ def test_movies_profile_renders_in_headless_chromium(ray_cluster, tmp_path):
         assert r.returncode == 0, (args[0], r.stderr[-2000:])
     page = tmp_path / "a" / "_profile" / "index.html"
     shot = tmp_path / "profile.png"
-    r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,2000",
-                        page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    bad = [ln for ln in r.stderr.splitlines() if "Uncaught" in ln or "CONSOLE" in ln and "ERROR" in ln]
-    assert not bad, bad
+    screenshot(exe, page, shot)
     from PIL import Image
 
     with Image.open(shot) as im:

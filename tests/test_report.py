@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli, tiny_spec
+from conftest import run_cli, tiny_spec, screenshot
 
 SECTIONS = ("summary", "curves", "sizes", "confusion", "latent", "examples", "generated")
 
@@ -141,12 +141,7 @@ def test_browser_screenshot(run):
     out, _ = run
     page = out / "report" / "index.html"
     shot = out / "report_screenshot.png"
-    r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,2000",
-                        page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    bad = [ln for ln in r.stderr.splitlines() if "Uncaught" in ln or "CONSOLE" in ln and "ERROR" in ln]
-    assert not bad, bad
+    screenshot(exe, page, shot)
     _valid_png(shot)
     from PIL import Image
 

@@ -7,6 +7,7 @@ end: a failed ingest never leaves a half-written dataset under OUT.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -19,6 +20,23 @@ import pyarrow.parquet as pq
 from ..errors import DataError, OutputExistsError
 from .manifest import FEATURES, ID, LABEL, FeatureStats, Manifest
 from .sources import open_source
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path):
+    """A temporary sibling folder that replaces ``out`` when the block ends without error (and is
+    removed when it fails): a dataset appears whole or not at all."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def deal_rows(table: pa.Table, first_row: int, writers: list, counts: list[int]) -> None:
@@ -81,18 +99,8 @@ def ingest(src: str | os.PathLike, out: str | os.PathLike, shards: int = 8, over
         if not overwrite:
             raise OutputExistsError(f"output '{out}' already exists", str(out),
                                     "choose a new output folder or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        manifest = _ingest_into(src, tmp, shards, chunk_rows, progress)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(out) as tmp:
+        return _ingest_into(src, tmp, shards, chunk_rows, progress)
 
 
 def _ingest_into(src, tmp: Path, shards: int, chunk_rows: int, progress: bool) -> Manifest:

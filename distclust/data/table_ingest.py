@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError, OutputExistsError
 from .features import FeatureOptions, FeaturePipeline, PipelineFitter, options_dict
-from .ingest import _Stats, deal_rows, features_array
+from .ingest import _Stats, atomic_dir, deal_rows, features_array
 from .manifest import FEATURES, ID, LABEL, FeatureStats, Manifest
 from .tables import check_columns, is_csv, iter_batches, schema_of, table_files, type_kind
 
@@ -137,21 +137,12 @@ def ingest_table(src: str | os.PathLike, out: str | os.PathLike, id_column: str 
     pipe.id_column, pipe.label_column = id_column, label_column
 
     # ---- pass 2: encode and write ------------------------------------------------------------
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(out) as tmp:
         manifest = _write(src, tmp, pipe, schema, shards, batch_rows, csv_types, progress, where)
         manifest.extra = {"id_column": id_column, "label_column": label_column, "feature_options":
                           options_dict(options), "warnings": warned}
         manifest.save(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
         return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int, batch_rows: int,
