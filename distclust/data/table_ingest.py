@@ -11,8 +11,6 @@ written beside OUT and renamed into place: a failed ingest leaves nothing under 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 import warnings
 from pathlib import Path
 
