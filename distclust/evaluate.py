@@ -96,8 +96,8 @@ def evaluate(assign_dir: str | Path, data: str | Path, silhouette_sample: int = 
         j = truth.join(assigned, key, join_type="inner")
         missing += truth.num_rows - j.num_rows
         joined_rows += j.num_rows
-        key = (j.column("cluster").to_numpy().astype(np.int64) << 32) | j.column("label").to_numpy().astype(np.int64)
-        for k, n in zip(*np.unique(key, return_counts=True)):
+        code = (j.column("cluster").to_numpy().astype(np.int64) << 32) | j.column("label").to_numpy().astype(np.int64)
+        for k, n in zip(*np.unique(code, return_counts=True)):
             counts[(int(k) >> 32, int(k) & 0xFFFFFFFF)] = counts.get((int(k) >> 32, int(k) & 0xFFFFFFFF), 0) + int(n)
         if take > 0 and j.num_rows:
             pick = (_hash(j.column(key), seed + 1) % np.uint64(1 << 32)) < np.uint64(int(take * (1 << 32)))
