@@ -96,8 +96,3 @@ def local_cpus(num_workers: int, cpus_per_worker: float, requested: int | None) 
     if requested:
         return requested
     return max(os.cpu_count() or 1, math.ceil(num_workers * cpus_per_worker) + 1)
-
-
-def use_datasource_v2() -> bool:
-    """Whether Ray Data reads Parquet with its V2 reader (off unless RAY_DATA_USE_DATASOURCE_V2=1)."""
-    return os.environ.get("RAY_DATA_USE_DATASOURCE_V2", "0").lower() in ("1", "true")

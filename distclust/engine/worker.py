@@ -17,7 +17,7 @@ import torch
 
 from ..errors import DistclustError
 from .config import TrainConfig
-from .loop import StageError, peak_rss_mib, run_loop  # noqa: F401  (peak_rss_mib: assign's actors)
+from .loop import StageError, run_loop
 from .records import scalars
 from .seeding import seed_everything
 
