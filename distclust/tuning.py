@@ -238,7 +238,7 @@ def _trial(config: dict, sweep_raw: dict, base_raw: dict, data_root: str, out_ro
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from .data import Manifest
-    from .engine.trainer import build_trainer, collect_artifact, fit_trainer
+    from .engine.trainer import RUN_FILE, build_trainer, collect_artifact, finished_run, fit_trainer, run_identity
     from .spec import load_spec
 
     sweep = SweepSpec(**sweep_raw)
@@ -249,8 +249,15 @@ def _trial(config: dict, sweep_raw: dict, base_raw: dict, data_root: str, out_ro
     manifest = Manifest.load(data_root)
     t0 = time.time()
     trial_dir.mkdir(parents=True, exist_ok=True)
-    res = collect_artifact(fit_trainer(build_trainer(spec, trial_dir, Path(data_root), manifest, quiet=True,
-                                                     callbacks=[TuneReportCallback()])), trial_dir, t0)
+    # a restored sweep (``tune --resume``) re-runs the trials that had not reported their scores: one that
+    # had finished training is scored from its model, one cut short resumes from its own checkpoints
+    res = finished_run(trial_dir, t0)
+    if res is None:
+        resume = (trial_dir / RUN_FILE).is_file()
+        run_id = run_identity(trial_dir, resume)
+        res = collect_artifact(fit_trainer(build_trainer(spec, trial_dir, Path(data_root), manifest, quiet=True,
+                                                         callbacks=[TuneReportCallback()], run_id=run_id,
+                                                         resume=resume)), trial_dir, t0)
     X, y = eval_sample(data_root, sweep.eval_sample, sweep.seed)
     scores = score_model(res.model_dir, X, y, sweep.seed, sweep.score_space, getattr(spec.model, "pretrained", None))
     losses = [h["loss"] for h in res.history if "loss" in h]
