@@ -54,7 +54,7 @@ def make_model(path: Path, dim: int = 64, k: int = 100):
 
     from distclust.artifact import save_artifact
     from distclust.models import get_model_class
-    from distclust.spec import build
+    from distclust.validation import build
 
     torch.manual_seed(0)
     cls = get_model_class("ae-kmeans")

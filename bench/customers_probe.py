@@ -7,7 +7,6 @@ from distclust.data.features import FeatureOptions, PipelineFitter
 from distclust.metrics import cluster_scores
 from distclust.models.base import Normalizer
 from distclust.models.vade import VaDE, VaDEParams
-from distclust.models.ae_kmeans import AEKMeans, AEParams
 torch.set_num_threads(1)
 t = pq.read_table(sys.argv[1]); seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 y = t.column("segment").to_numpy()

@@ -8,7 +8,7 @@ Two fits, K_max = max(20, 2K), weight threshold 1/(4K):
 
 * ``true_latent``: DP mixture on the generating 8-d latent (the ceiling: K is identifiable);
 * ``ae_latent``: an ae-kmeans autoencoder trained by distclust (Ray, 2 workers) on the 100-d data,
-  then the post-hoc DP mixture on its 8-d embeddings (``distclust.dpmix.fit_dpgmm_artifact``,
+  then the post-hoc DP mixture on its 8-d embeddings (``distclust.dpgmm_posthoc.fit_dpgmm_artifact``,
   data streamed through ``FittedModel.transform``).
 
 K is "recovered" when |K̂ − K| ≤ 10 % of K (rounded up to at least 1). Writes
@@ -29,7 +29,8 @@ from common import ROOT, save  # noqa: E402
 
 import distclust  # noqa: E402,F401
 from distclust import metrics as M  # noqa: E402
-from distclust.dpmix import fit_dpgmm, fit_dpgmm_artifact  # noqa: E402
+from distclust.dpgmm_posthoc import fit_dpgmm_artifact
+from distclust.models.dp_mixture import fit_dpgmm  # noqa: E402
 
 
 def make(k: int, n_per: int, seed: int, latent: int = 8, dim: int = 100):

@@ -38,7 +38,7 @@ from distclust.engine.inprocess import train_inprocess  # noqa: E402
 from distclust.engine.trainer import run_training  # noqa: E402
 from distclust.faiss_ops import NearestPrototype  # noqa: E402
 from distclust.metrics import cluster_scores  # noqa: E402
-from distclust.models.gmvae import sample_grid_png  # noqa: E402
+from distclust.report.plots import sample_grid_png  # noqa: E402
 from distclust.spec import load_spec  # noqa: E402
 
 VARIANTS = ["concrete-gmvae", "gmvae-gumbel", "gmvae"]

@@ -182,7 +182,7 @@ def make_manifold(path: Path, ae_dir: Path, head_hidden: list[int]) -> Path:
     import distclust
     from distclust.artifact import save_artifact
     from distclust.models import get_model_class
-    from distclust.spec import build
+    from distclust.validation import build
 
     ae = distclust.load(ae_dir).model
     cls = get_model_class("manifold")

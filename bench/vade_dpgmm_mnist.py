@@ -23,7 +23,7 @@ import distclust  # noqa: E402,F401
 from distclust import metrics as M  # noqa: E402
 from distclust.data import ingest  # noqa: E402
 from distclust.data.manifest import is_dataset  # noqa: E402
-from distclust.dpmix import fit_dpgmm_artifact, label_report  # noqa: E402
+from distclust.dpgmm_posthoc import fit_dpgmm_artifact, label_report  # noqa: E402
 from distclust.engine.trainer import run_training  # noqa: E402
 from distclust.spec import load_spec  # noqa: E402
 
@@ -73,7 +73,7 @@ def main() -> None:
     if "posthoc" in parts:
         t = time.time()
         model = a.posthoc_model or a.ae
-        res, z, y = fit_dpgmm_artifact(model, src, a.k_max, work_dir=work / "posthoc", seed=a.seed,
+        res, z, y = fit_dpgmm_artifact(model, src, work / "posthoc", k_max=a.k_max, seed=a.seed,
                                        cluster_scale=a.cluster_scale, dof_prior=a.dof_prior)
         result[a.posthoc_key] = {
             "command": "python bench/vade_dpgmm_mnist.py " + " ".join(sys.argv[1:]), "model": model,

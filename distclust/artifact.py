@@ -188,6 +188,11 @@ def _is_table(X) -> bool:
     return isinstance(X, (pa.Table, pa.RecordBatch)) or type(X).__name__ == "DataFrame"
 
 
+# buffers that models saved before they stopped holding them: DEC, IDEC, VaDE, vae-dpgmm and manifold
+# extended AE+k-means and carried its unused ``centroids`` until they became leaves of the autoencoder base
+RETIRED_KEYS = ("centroids",)
+
+
 def artifact_dir(path: str | os.PathLike) -> Path:
     """The model directory ``path`` names: itself, or ``path/model`` when it is a run directory."""
     path = Path(path).expanduser()
@@ -198,9 +203,8 @@ def artifact_dir(path: str | os.PathLike) -> Path:
 
 def load(path: str | os.PathLike, device: str = "cpu") -> FittedModel:
     """Load an artifact directory (``RUN_DIR/model``, or the run directory itself) for prediction."""
-    from .data.manifest import FeatureStats  # noqa: F401  (keeps import order simple)
     from .models import Normalizer, get_model_class
-    from .spec import build
+    from .validation import build
 
     path = artifact_dir(path)
     cfg_path = path / "config.json"
@@ -222,6 +226,10 @@ def load(path: str | os.PathLike, device: str = "cpu") -> FittedModel:
     model = cls(cfg["input_dim"], params, Normalizer(cfg["input_dim"], cfg.get("features")))
     try:
         state = torch.load(path / "weights.pt", map_location=device, weights_only=True)
+        own = model.state_dict()
+        for key in RETIRED_KEYS:   # saved by an earlier version, no longer part of this model
+            if key in state and key not in own:
+                state.pop(key)
         model.load_state_dict(state)
     except (RuntimeError, FileNotFoundError, OSError) as e:
         raise ArtifactError(f"the weights do not load ({type(e).__name__}: {str(e).splitlines()[0]})", str(path),

@@ -87,7 +87,7 @@ def run_choose_k(spec_path: str, data: str | None, k: str, out: str | Path, spac
 # ------------------------------------------------------------------------------------------ in sweeps
 def check_sweep(sweep, s: str) -> None:
     """``metric: choose_k`` needs K in a grid of at least 3 values ≥ 2."""
-    from .spec import require
+    from .validation import require
 
     dom = sweep.search.get("model.n_clusters")
     require(isinstance(dom, dict) and "grid" in dom, f"{s}.search", "metric 'choose_k' estimates K but the sweep "

@@ -6,7 +6,6 @@ with exit code 2; a traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -113,6 +112,30 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_dpgmm(a) -> int:
+    import json
+    import tempfile
+
+    from .dpgmm_posthoc import fit_dpgmm_artifact, label_report
+
+    with tempfile.TemporaryDirectory(prefix="distclust-dpgmm-") as tmp:
+        res, z, y = fit_dpgmm_artifact(a.model, a.data, tmp, k_max=a.k_max, covariance_type=a.covariance,
+                                       threshold=a.threshold, seed=a.seed, max_iter=a.max_iter,
+                                       cluster_scale=a.cluster_scale, dof_prior=a.dof_prior)
+        out = res.summary()
+        if y is not None:
+            out["labels"] = label_report(res, z, y)
+        del z
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    rows = [("components kept", str(out["n_active"])), ("iterations", str(out["n_iter"])),
+            ("converged", str(out["converged"]))]
+    rows += [(f"  component {c['k']}", f"weight {c['weight']:.3f}  rows {c['size']}") for c in out["components"]]
+    rows += [(k, _fmt(v)) for k, v in out.get("labels", {}).items()]
+    print(_table(rows))
+    return 0
+
+
 def cmd_tune(a) -> int:
     from .tuning import run_sweep
 
@@ -173,7 +196,7 @@ def cmd_profile(a) -> int:
 
 
 def cmd_submit(a) -> int:
-    from . import jobs
+    from . import submit as jobs
 
     job_id = jobs.submit(a.spec, a.address, a.out, data=a.data, sets=a.set, pip=a.pip or None, job_id=a.job_id)
     print(f"submitted {job_id} to {a.address}")
@@ -191,7 +214,7 @@ def cmd_submit(a) -> int:
 
 
 def cmd_jobs(a) -> int:
-    from . import jobs
+    from . import submit as jobs
 
     if a.action == "status":
         print(jobs.status(a.address, a.job_id))
@@ -390,6 +413,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default=default_address, help="job server, e.g. http://HEAD:8265")
     s.add_argument("--follow", action="store_true", help="with logs: stream until the job ends")
     s.set_defaults(fn=cmd_jobs)
+
+    s = _sub(sub, "dpgmm", "how many clusters a trained model's embedding holds (DP mixture)",
+             "Fit a truncated Dirichlet-process Gaussian mixture (variational, scikit-learn's priors) to the "
+             "embeddings of a trained model, streamed in batches, and print the components that keep weight; "
+             "with labels in the data also ACC / NMI / ARI / completeness of that clustering.",
+             "  distclust dpgmm runs/mnist-ae/model data/mnist --k-max 30\n"
+             "  distclust dpgmm runs/mnist-ae data/mnist --cluster-scale 0.3 --json dp.json")
+    s.add_argument("model", help="a model directory (RUN_DIR/model) or its run directory")
+    s.add_argument("data", help="the data to embed (an ingested folder or any file ingest reads)")
+    s.add_argument("--k-max", type=int, default=30, help="truncation: the most components (default 30)")
+    s.add_argument("--covariance", choices=("diag", "full"), default="diag")
+    s.add_argument("--threshold", type=float, default=0.01, help="weight above which a component is kept")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-iter", type=int, default=300)
+    s.add_argument("--cluster-scale", type=float, default=None,
+                   help="prior within-cluster variance as a fraction of the data variance (default: sklearn's prior)")
+    s.add_argument("--dof-prior", type=float, default=None, help="strength of that prior in pseudo-rows")
+    s.add_argument("--json", help="also write the result to this JSON file")
+    s.set_defaults(fn=cmd_dpgmm)
 
     s = _sub(sub, "models", "list the registered models", "List every registered model with one line about it.",
              "  distclust models")

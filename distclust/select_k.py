@@ -13,7 +13,7 @@ here estimate K itself, each on the same rows of the same representation ``Z`` f
   noise would. **Prediction strength** (Tibshirani & Walther 2005) comes from the same fits.
 * **gap statistic** (Tibshirani, Walther & Hastie 2001): ``E*[log W_k] - log W_k`` with the
   PCA-aligned uniform reference (their method b) and the 1-standard-error rule.
-* **Dirichlet-process mixture** (``dpmix.fit_dpgmm``): the number of components that keep weight.
+* **Dirichlet-process mixture** (``models/dp_mixture.fit_dpgmm``): the number of components that keep weight.
 
 ``combine`` turns the curves into one K; the rule and its reasons are in docs/choosing-k.md.
 Every random step draws from ``numpy.random.default_rng((seed, k, replicate, ...))``, so results
@@ -150,7 +150,7 @@ def criteria_at_k(Z: np.ndarray, refs: list[np.ndarray], k: int, seed: int, repl
 def dp_count(Z: np.ndarray, k_max: int, seed: int) -> int:
     """Active components of a truncated DP Gaussian mixture (diagonal, scikit-learn's priors) on
     standardised Z; weight threshold 1 %."""
-    from .dpmix import fit_dpgmm
+    from .models.dp_mixture import fit_dpgmm
 
     zs = (Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)
     return int(fit_dpgmm(zs.astype(np.float64), k_max, seed=seed, max_iter=200, init_sample=len(zs)).n_active)

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from .errors import DistclustError, SpecError, did_you_mean
-from .spec import apply_overrides, build, read_yaml, require
+from .spec import apply_overrides, read_yaml
+from .validation import build, require
 
 SCORE_SPACES = ("embedding", "pretrained", "features")
 METRIC_MODES = {"choose_k": "max", "silhouette": "max", "davies_bouldin": "min", "bic": "min", "loss": "min",

@@ -39,7 +39,7 @@ def _artifact(tmp, dim=16, fmt=None, minmax=(0.0, 1.0)):
     """A real artifact (untrained weights: these cases never get as far as using them)."""
     from distclust.artifact import save_artifact
     from distclust.models import get_model_class
-    from distclust.spec import build
+    from distclust.validation import build
 
     cls = get_model_class("ae-kmeans")
     model = cls(dim, build(cls.Params, {"n_clusters": 3, "latent_dim": 2, "hidden": [8]}, "model"))

@@ -182,7 +182,7 @@ def test_cli_choose_k_in_a_given_models_embedding(ray_cluster, tmp_path):
 
     from distclust.artifact import save_artifact
     from distclust.models import get_model_class
-    from distclust.spec import build
+    from distclust.validation import build
 
     X, y = make_blobs(n=600, k=5, d=8, seed=3, spread=0.5)
     np.savez(tmp_path / "b.npz", X=X, y=y)

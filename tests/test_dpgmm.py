@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_spec
 
 import distclust
-from distclust.dpmix import DPMixture, fit_dpgmm
+from distclust.models.dp_mixture import DPMixture, fit_dpgmm
 from distclust.errors import DataError
 
 
@@ -178,7 +178,7 @@ def test_vae_dpgmm_trains_saves_assigns(ray_cluster, blobs_dataset, blobs_npz, t
     assert s["rows"] == len(t) == len(d["X"])
     np.testing.assert_array_equal(t["cluster"].to_numpy(), pred)
     # post-hoc DP on this artifact's embeddings, streamed in small batches
-    from distclust.dpmix import fit_dpgmm_artifact, label_report
+    from distclust.dpgmm_posthoc import fit_dpgmm_artifact, label_report
 
     post, z, y = fit_dpgmm_artifact(res.model_dir, blobs_npz, k_max=10, work_dir=tmp_path / "post", batch_rows=128)
     assert z.shape == (len(d["X"]), 4) and post.n_active >= 1

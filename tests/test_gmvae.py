@@ -17,7 +17,7 @@ from conftest import ROOT, tiny_spec
 import distclust
 from distclust.errors import SpecError
 from distclust.models import get_model_class
-from distclust.models.vae_parts import schedule
+from distclust.models.distributions import schedule
 from distclust.spec import load_spec
 
 VARIANTS = ["gmvae", "gmvae-gumbel", "concrete-gmvae"]
@@ -191,7 +191,7 @@ def test_job_files_load(name):
 def test_generate_one_row_of_images_per_component(tmp_path):
     from PIL import Image
 
-    from distclust.models.gmvae import sample_grid_png
+    from distclust.report.plots import sample_grid_png
 
     m = _model("gmvae", k=4, d=16)
     s = m.generate(3, seed=0)

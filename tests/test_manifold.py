@@ -67,7 +67,7 @@ def run_in_process(model, X, y, batch_size=64, seed=0):
 @pytest.fixture(scope="module")
 def in_process():
     from distclust.models.registry import get_model_class
-    from distclust.spec import build
+    from distclust.validation import build
 
     X, y = rings()
     cls = get_model_class("manifold")

@@ -63,7 +63,7 @@ def many_units(tmp_path_factory):
     from distclust.artifact import save_artifact
     from distclust.data import ingest
     from distclust.models import get_model_class
-    from distclust.spec import build
+    from distclust.validation import build
 
     tmp = tmp_path_factory.mktemp("units")
     X, y = make_blobs(n=20000, k=5, d=16, seed=3)

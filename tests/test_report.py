@@ -158,7 +158,7 @@ def test_generated_samples(name):
 
     from distclust.models import Normalizer, get_model_class
     from distclust.report.run import generated_samples
-    from distclust.spec import build
+    from distclust.validation import build
 
     cls = get_model_class(name)
     params = build(cls.Params, {"n_clusters": 3, "latent_dim": 2, "hidden": [8]}, "model")

@@ -122,7 +122,7 @@ def _random_artifact(path, dim, k, latent, seed):
 
     from distclust.artifact import save_artifact
     from distclust.models import get_model_class
-    from distclust.spec import build
+    from distclust.validation import build
 
     torch.manual_seed(seed)
     cls = get_model_class("ae-kmeans")

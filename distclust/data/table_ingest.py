@@ -41,7 +41,7 @@ def _check_id_nulls(col: pa.Array, first_row: int, id_column: str, where: str) -
         rows = np.nonzero(pc.is_null(col).to_numpy(zero_copy_only=False))[0][:3] + first_row
         raise DataError(f"the id column '{id_column}' is empty in {col.null_count} row(s) of this part "
                         f"(e.g. rows {', '.join(str(int(r)) for r in rows)}, counting from 0)", where,
-                        f"give every row an id, or drop rows without one before ingesting")
+                        "give every row an id, or drop rows without one before ingesting")
 
 
 def _duplicate_examples(src, id_column: str, dup_keys: np.ndarray, batch_rows: int, column_types) -> list[str]:
@@ -94,7 +94,7 @@ def ingest_table(src: str | os.PathLike, out: str | os.PathLike, id_column: str 
         if id_column == ID and not pa.types.is_integer(schema.field(id_column).type):
             raise DataError(f"the id column is named '{ID}' but holds {schema.field(id_column).type}; "
                             f"'{ID}' is the row key distclust stores", where,
-                            f"rename the column (e.g. to 'record_id') and pass --id-column with the new name")
+                            "rename the column (e.g. to 'record_id') and pass --id-column with the new name")
         if id_column in (FEATURES, LABEL) and id_column != label_column:
             raise DataError(f"the id column may not be named '{id_column}'", where, "rename it")
     if not feats:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 import torch
 from torch import nn
 
-from ..spec import require
+from ..validation import require
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
@@ -148,6 +148,11 @@ class ClusterModel(nn.Module):
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor | None:
         """(N, K) soft assignments, when the model defines them."""
+        return None
+
+    def generate(self, n_per_cluster: int = 8, seed: int = 0) -> torch.Tensor | None:
+        """(K, n, input_dim) samples in RAW feature space, ``n_per_cluster`` drawn from each cluster's
+        generative component (seeded), for generative models; None for the others."""
         return None
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

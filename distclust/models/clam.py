@@ -43,10 +43,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..spec import require
-from .ae_kmeans import AEParams, kmeans_prototypes
+from ..validation import require
+from .autoencoder import AutoencoderModel, KMeansParams, kmeans_prototypes, require_rows
 from .base import ClusterModel, ModelParams, Stage
-from .networks import Autoencoder, reconstruction_loss
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
@@ -121,7 +120,7 @@ class ClamParams(ModelParams):
 
 
 @dataclass
-class DeepClamParams(AEParams):
+class DeepClamParams(KMeansParams):
     beta: float = 1.0
     steps: int = 10
     alpha: float = 0.5
@@ -160,11 +159,7 @@ class _ClamMixin:
             else:
                 z = ctx.gather_sample(lambda b: self._space(b["features"]), max(getattr(p, "init_sample", 0),
                                                                                  getattr(p, "kmeans_sample", 0), k))
-                if len(z) < k:
-                    from ..errors import DataError
-
-                    raise DataError(f"n_clusters={k} but only {len(z)} rows reached the seeding", "model.n_clusters",
-                                    f"use n_clusters ≤ {len(z)}")
+                require_rows(len(z), k, "the seeding")
                 g = torch.Generator().manual_seed(int(ctx.seed) + 1)
                 if p.init == "sample":
                     c = z[torch.randperm(len(z), generator=g)[:k].to(z.device)]
@@ -236,7 +231,7 @@ class ClAM(_ClamMixin, ClusterModel):
         return {"loss": loss, "completion": loss.detach()}
 
 
-class DeepClAM(_ClamMixin, ClusterModel):
+class DeepClAM(_ClamMixin, AutoencoderModel):
     """ClAM in the latent of the spine's autoencoder, trained jointly with reconstruction."""
 
     name = "deep-clam"
@@ -245,7 +240,6 @@ class DeepClAM(_ClamMixin, ClusterModel):
 
     def __init__(self, input_dim, params: DeepClamParams, normalizer=None):
         super().__init__(input_dim, params, normalizer)
-        self.ae = Autoencoder(input_dim, params.hidden, params.latent_dim, params.activation)
         self._setup_clam(params.latent_dim)
 
     def _space(self, x):
@@ -253,17 +247,15 @@ class DeepClAM(_ClamMixin, ClusterModel):
 
     def stages(self) -> list[Stage]:
         p = self.params
-        pretrain = Stage("pretrain", p.pretrain_epochs, p.pretrain_lr, p.weight_decay, parameters=self.ae.parameters)
         joint = Stage("clam", p.epochs, p.lr, p.weight_decay)
-        return [pretrain, self.init_stage(), joint]
+        return [self.pretrain_stage(), self.init_stage(), joint]
 
     def forward(self, x, stage):
+        if stage == "pretrain":
+            return self.pretrain_loss(x)
         p = self.params
         xn = self.normalizer(x)
-        z, x_hat = self.ae(xn)
-        recon = reconstruction_loss(x_hat, xn, p.recon)
-        if stage == "pretrain":
-            return {"loss": recon, "recon": recon.detach()}
+        recon, _ = self.recon_loss(x)
         hidden = (torch.rand_like(xn) < p.mask_prob).to(xn.dtype)
         zt = run_dynamics(self.ae.encoder(xn * (1 - hidden)), self.memories, p.beta, p.alpha, p.steps)
         x_comp = self.ae.decoder(zt)

@@ -21,17 +21,14 @@ ends after the current epoch (``ctx.request_stop``).
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-from ..errors import DistclustError
-from ..spec import require
-from .ae_kmeans import AEKMeans, AEParams, kmeans_prototypes
+from ..validation import require
+from .autoencoder import AutoencoderModel, KMeansParams, kmeans_prototypes
 from .base import Stage
 
 if TYPE_CHECKING:
@@ -39,7 +36,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class DECParams(AEParams):
+class DECParams(KMeansParams):
     alpha: float = 1.0                 # Student's t degrees of freedom
     update_interval: int = 140         # optimiser steps between target refreshes (each step = workers × batch rows)
     tol: float = 0.001                 # stop when fewer than this fraction of points change cluster
@@ -47,7 +44,6 @@ class DECParams(AEParams):
     cluster_lr: float = 1e-4
     cluster_optimizer: str = "adam"    # adam | sgd (DEC-keras: sgd, lr 0.01, momentum 0.9)
     cluster_momentum: float = 0.9
-    pretrained: str | None = None      # ae-kmeans / dec / idec artifact (or run) dir: its autoencoder weights
 
     def check(self, s: str) -> None:
         super().check(s)
@@ -63,20 +59,6 @@ class DECParams(AEParams):
         require(self.cluster_optimizer in ("adam", "sgd") and 0 <= self.cluster_momentum < 1, f"{s}.cluster_optimizer",
                 f"'{s}.cluster_optimizer' is '{self.cluster_optimizer}' (momentum {self.cluster_momentum})",
                 "use adam, or sgd with cluster_momentum in [0, 1)")
-
-    def check_training(self, s: str) -> None:
-        if self.pretrained:
-            require(Path(self.pretrained).expanduser().exists(), f"{s}.pretrained",
-                    f"'{s}.pretrained' ({self.pretrained}) does not exist",
-                    "pass RUN_DIR/model of an ae-kmeans, dec or idec run, or leave pretrained out to pretrain")
-
-    def resolved(self):
-        import dataclasses
-
-        if not self.pretrained:
-            return self
-        # absolute where the spec is read, so workers (any cwd) find it
-        return dataclasses.replace(self, pretrained=str(Path(self.pretrained).expanduser().resolve()))
 
 
 @dataclass
@@ -101,7 +83,7 @@ def target_from_q(log_q: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return torch.softmax(2.0 * log_q - torch.log(f.clamp_min(1e-12)).to(log_q.dtype), dim=1)
 
 
-class DEC(AEKMeans):
+class DEC(AutoencoderModel):
     """Deep Embedded Clustering: KL(P‖Q) on encoder + prototypes, from a pretrained autoencoder."""
 
     name = "dec"
@@ -124,12 +106,9 @@ class DEC(AEKMeans):
     def stages(self) -> list[Stage]:
         p = self.params
         pre = self.pretrain_stage()
-        if p.pretrained:
-            pre.on_start = lambda ctx: self.load_pretrained(p.pretrained)
 
         def init(ctx):
             c, inertia = kmeans_prototypes(ctx, self.embed, self.n_clusters, p)
-            self.centroids.copy_(c)
             with torch.no_grad():
                 self.mu.copy_(c)
             self.has_target.fill_(False)
@@ -149,36 +128,6 @@ class DEC(AEKMeans):
         if self.use_reconstruction:
             return [*self.ae.parameters(), self.mu]
         return [*self.ae.encoder.parameters(), self.mu]
-
-    # -- pretrained autoencoder -------------------------------------------------------
-    def load_pretrained(self, path: str) -> dict:
-        from ..artifact import artifact_dir
-
-        root = artifact_dir(path)
-        fix = "pass the model directory of an ae-kmeans / dec / idec run trained on the same data (RUN_DIR/model)"
-        if not (root / "config.json").is_file() or not (root / "weights.pt").is_file():
-            raise DistclustError(f"'{path}' is not a distclust model (no config.json / weights.pt)",
-                                 "model.pretrained", fix)
-        cfg = json.loads((root / "config.json").read_text())
-        theirs = cfg.get("params", {})
-        mine = self.params
-        for key in ("latent_dim", "hidden", "activation"):
-            if theirs.get(key) != getattr(mine, key):
-                raise DistclustError(f"the pretrained model has {key}={theirs.get(key)} but this job has "
-                                     f"{key}={getattr(mine, key)}", "model.pretrained",
-                                     f"set model.{key}: {theirs.get(key)}, or {fix}")
-        if int(cfg.get("input_dim", -1)) != self.input_dim:
-            raise DistclustError(f"the pretrained model takes {cfg.get('input_dim')} features, the data has "
-                                 f"{self.input_dim}", "model.pretrained", fix)
-        state = torch.load(root / "weights.pt", map_location="cpu", weights_only=True)
-        for buf in ("shift", "scale"):
-            theirs_b, mine_b = state.get(f"normalizer.{buf}"), getattr(self.normalizer, buf)
-            if theirs_b is None or not torch.allclose(theirs_b.to(mine_b), mine_b, rtol=1e-4, atol=1e-6):
-                raise DistclustError("the pretrained autoencoder was trained with a different input normalisation "
-                                     "(data.normalize or the data itself differ)", "model.pretrained", fix)
-        ae = {k[len("ae."):]: v for k, v in state.items() if k.startswith("ae.")}
-        self.ae.load_state_dict(ae)
-        return {"pretrained_loaded": 1.0}
 
     # -- the target distribution ------------------------------------------------------
     def log_q(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,7 +170,7 @@ class DEC(AEKMeans):
     # -- losses -------------------------------------------------------------------
     def forward(self, x, stage):
         if stage != "cluster":
-            return super().forward(x, stage)
+            return self.pretrain_loss(x)
         p = self.target(x)
         if self.use_reconstruction:
             xn = self.normalizer(x)

@@ -3,7 +3,7 @@
 The number of clusters is found, not given: ``n_clusters`` is the truncation K_max (an upper
 bound). The seed's GMVAE + DP-GMM alternation (refit the DP mixture on the latent after each epoch,
 copy its means/variances into the prior) oscillated. Here the prior is the variational posterior of
-a truncated DP mixture (``distclust.dpmix.DPMixture``) updated in a stable way:
+a truncated DP mixture (``models/dp_mixture.py``) updated in a stable way:
 
 * **exact, distributed statistics**: after each epoch, ``dp_iters`` variational iterations, each a
   ``ctx.global_pass`` over every worker's shard computing (N_k, Σ r z, Σ r z²) of the encoder
@@ -31,14 +31,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .. import metrics as M
-from ..dpmix import DPMixture, fit_dpgmm
-from ..spec import require
+from .dp_mixture import DPMixture, fit_dpgmm
+from ..validation import require
 from .base import Stage
-from .vade import VaDE, VaDEParams, mixture_elbo_terms
-from .vae_parts import log_normal_components, recon_log_likelihood, reparameterize
+from .vade import MixturePriorVAE, VaDEParams
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
@@ -87,18 +85,17 @@ class DPGMMParams(VaDEParams):
                 "use a weight such as 0.01")
 
 
-class VAEDPGMM(VaDE):
+class VAEDPGMM(MixturePriorVAE):
     """VAE whose prior is a truncated DP Gaussian mixture refitted from all-reduced statistics."""
 
     name = "vae-dpgmm"
     Params = DPGMMParams
-    assign_by = "proba"
-    find_unused_parameters = True
 
-    def init_prior_parameters(self, K: int, D: int) -> None:
-        p = self.params
-        self.dp = DPMixture(K, D, p.dp_covariance, weight_concentration=p.dp_alpha, dof_prior=p.dp_dof,
-                            cluster_scale=p.dp_cluster_scale)
+    def __init__(self, input_dim, params: DPGMMParams, normalizer=None):
+        super().__init__(input_dim, params, normalizer)
+        p = params
+        self.dp = DPMixture(p.n_clusters, p.latent_dim, p.dp_covariance, weight_concentration=p.dp_alpha,
+                            dof_prior=p.dp_dof, cluster_scale=p.dp_cluster_scale)
 
     # -- prior --------------------------------------------------------------------------
     def prior(self):
@@ -106,29 +103,12 @@ class VAEDPGMM(VaDE):
         w = self.dp.weights()
         return (torch.log(w).float(), self.dp.means.float(), torch.log(self.dp.component_variances()).float())
 
-    def _active_prior(self):
+    def mixture(self):
+        """The components not pruned, their weights renormalised."""
         idx = self.dp.active.nonzero().squeeze(1)
         log_pi, mu_c, logvar_c = self.prior()
         log_pi = log_pi[idx]
         return log_pi - torch.logsumexp(log_pi, 0), mu_c[idx], logvar_c[idx], idx
-
-    def elbo_loss(self, x):
-        xn = self.normalizer(x)
-        mu, logvar = self.encode(x)
-        z = reparameterize(mu, logvar)
-        rec = -recon_log_likelihood(self.ae.decoder(z), xn, self.params.recon, self.params.recon_logvar)
-        log_pi, mu_c, logvar_c, _ = self._active_prior()
-        kl_z, kl_c, _ = mixture_elbo_terms(mu, logvar, z, log_pi, mu_c, logvar_c)
-        return {"loss": (rec + kl_z + kl_c).mean(), "recon": rec.mean().detach(), "kl_z": kl_z.mean().detach(),
-                "kl_c": kl_c.mean().detach()}
-
-    def predict_proba(self, x):
-        mu, _ = self.encode(x)
-        log_pi, mu_c, logvar_c, idx = self._active_prior()
-        g = F.softmax(log_pi[None] + log_normal_components(mu, mu_c, logvar_c), dim=1)
-        out = torch.zeros(len(mu), self.n_clusters, dtype=g.dtype, device=g.device)
-        out[:, idx] = g
-        return out
 
     def prototypes(self):
         return self.dp.means.float()

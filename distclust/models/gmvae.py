@@ -44,12 +44,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..spec import require
+from ..validation import require
 from .base import ClusterModel, ModelParams, Stage
-from .networks import check_network_params, mlp
-from .vae_parts import (SCHEDULES, GaussianEncoder, categorical_kl, decoder_mean, gumbel_softmax, kl_normal,
-                        log_exp_concrete_density, log_normal, recon_log_likelihood, reparameterize,
-                        sample_exp_concrete, schedule)
+from .distributions import (SCHEDULES, categorical_kl, decoder_mean, gumbel_softmax, kl_normal,
+                            log_exp_concrete_density, log_normal, recon_log_likelihood, reparameterize,
+                            sample_exp_concrete, schedule)
+from .networks import GaussianEncoder, check_network_params, mlp
 
 RECON = ("bernoulli", "gaussian")
 ENCODERS = ("shared", "separate")
@@ -399,30 +399,3 @@ class ConcreteGMVAE(_RelaxedGMVAE):
         return {"loss": loss, "neg_elbo": (kl_z + kl_y - rec).mean().detach(), "recon": rec.mean().detach(),
                 "kl_z": kl_z.mean().detach(), "kl_y": kl_y.mean().detach(),
                 "temperature": torch.tensor(tau, device=x.device), "kl_weight": torch.tensor(beta, device=x.device)}
-
-
-def sample_grid_png(model: GMVAE, path, n_per_component: int = 8, seed: int = 0, image_shape=None,
-                    scale: int = 1) -> None:
-    """Save a PNG grid: one row per mixture component, ``n_per_component`` generated images each."""
-    import numpy as np
-    from PIL import Image
-
-    imgs = model.generate(n_per_component, seed).cpu().numpy()       # (K, n, D)
-    k, n, d = imgs.shape
-    if image_shape is None:
-        side = int(round(math.sqrt(d)))
-        if side * side != d:
-            raise ValueError(f"cannot lay out {d} features as a square image: pass image_shape")
-        image_shape = (side, side)
-    hh, ww = image_shape
-    lo, hi = float(imgs.min()), float(imgs.max())
-    imgs = (imgs - lo) / max(hi - lo, 1e-12)
-    grid = np.ones((k * (hh + 1) + 1, n * (ww + 1) + 1), np.float32)
-    for i in range(k):
-        for j in range(n):
-            grid[1 + i * (hh + 1):1 + i * (hh + 1) + hh, 1 + j * (ww + 1):1 + j * (ww + 1) + ww] = \
-                imgs[i, j].reshape(hh, ww)
-    im = Image.fromarray((grid * 255).astype(np.uint8), mode="L")
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    im.save(path)

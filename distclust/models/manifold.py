@@ -34,16 +34,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import DataError
-from ..spec import require
-from .ae_kmeans import AEKMeans, AEParams
+from ..validation import require
+from .autoencoder import AEParams, AutoencoderModel
 from .base import Stage
 from .networks import mlp
 
@@ -53,7 +51,6 @@ if TYPE_CHECKING:
 
 @dataclass
 class ManifoldParams(AEParams):
-    pretrained: str | None = None      # artifact dir holding the same autoencoder: load it, skip pretraining
     manifold_sample: int = 100_000     # rows (all workers) UMAP and the mixture are fitted on
     holdout: int = 5000                # further rows kept out of the fit, to compare head vs UMAP.transform
     n_components: int = 10             # UMAP dimensions (N2D: the number of clusters)
@@ -110,13 +107,6 @@ class ManifoldParams(AEParams):
                 f"{self.head_resp_weight}", "use 0 (coordinates only) or a positive weight, e.g. 1")
         require(self.assign in ("proba", "nearest"), f"{s}.assign", f"'{s}.assign' is '{self.assign}'",
                 "use proba (mixture posterior) or nearest (nearest component mean)")
-        if self.pretrained is not None:
-            from ..artifact import artifact_dir
-
-            self.pretrained = str(artifact_dir(self.pretrained).resolve())
-            require(Path(self.pretrained, "weights.pt").is_file(), f"{s}.pretrained",
-                    f"'{s}.pretrained' ({self.pretrained}) is not a distclust model directory (no weights.pt)",
-                    "pass RUN_DIR/model of an ae-kmeans (or same-network) run on the same data, or null to pretrain")
 
 
 def gmm_log_resp(y: torch.Tensor, log_w: torch.Tensor, means: torch.Tensor, prec_chol: torch.Tensor) -> torch.Tensor:
@@ -235,7 +225,7 @@ def knn_targets(dist2: torch.Tensor, idx: torch.Tensor, coords: torch.Tensor) ->
     return (w.unsqueeze(2) * coords[idx]).sum(1)
 
 
-class Manifold(AEKMeans):
+class Manifold(AutoencoderModel):
     """Autoencoder → UMAP → Gaussian mixture, served by a learned embedding → UMAP head."""
 
     name = "manifold"
@@ -278,16 +268,8 @@ class Manifold(AEKMeans):
 
     # -- stages ---------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
-        from .vade import load_pretrained_autoencoder
-
         p = self.params
         pre = self.pretrain_stage()
-        if p.pretrained:
-            def load(ctx):
-                load_pretrained_autoencoder(self, p.pretrained)
-                return {"pretrained_loaded": 1.0}
-
-            pre = Stage("pretrain", 0, p.pretrain_lr, on_start=load)
 
         def on_step(ctx, step):
             if self._fit is None:   # resumed inside the head stage: rebuild the seeded fit

@@ -11,7 +11,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "tanh
 
 def check_network_params(p, s: str, example: str = "[500, 500, 2000]") -> None:
     """Validate the ``latent_dim`` / ``hidden`` / ``activation`` keys every MLP-based model has."""
-    from ..spec import require
+    from ..validation import require
 
     require(p.latent_dim >= 1, f"{s}.latent_dim", f"'{s}.latent_dim' is {p.latent_dim}",
             "use a latent size of 1 or more, e.g. 10")
@@ -151,3 +151,31 @@ def require_layout(normalizer, recon: str, where: str) -> BlockLayout | None:
                         "but this data has none", where,
                         "ingest the table with 'distclust ingest TABLE OUT --id-column NAME', or use recon: mse")
     return BlockLayout(blocks)
+
+
+class GaussianHead(nn.Module):
+    """Two linear maps ``h → (mu, logvar)`` of a diagonal Gaussian (logvar clamped to [-12, 12])."""
+
+    def __init__(self, in_dim: int, latent_dim: int):
+        super().__init__()
+        self.mu = nn.Linear(in_dim, latent_dim)
+        self.logvar = nn.Linear(in_dim, latent_dim)
+        for m in (self.mu, self.logvar):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mu(h), self.logvar(h).clamp(-12.0, 12.0)
+
+
+class GaussianEncoder(nn.Module):
+    """``x → mlp(input_dim, *hidden) → (mu, logvar)`` (activation after the last hidden layer)."""
+
+    def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str = "relu"):
+        super().__init__()
+        hidden = list(hidden)
+        self.trunk = mlp([input_dim, *hidden], activation, last_activation=True) if hidden else nn.Identity()
+        self.head = GaussianHead(hidden[-1] if hidden else input_dim, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.trunk(x))

@@ -19,102 +19,40 @@ argmax (``assign_by = "proba"``).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ArtifactError
-from ..spec import require
-from .ae_kmeans import AEKMeans
-from .base import ModelParams, Stage
-from .networks import check_network_params, typed_reconstruction_loss
-from .vae_parts import kl_normal, log_normal_components, recon_log_likelihood, reparameterize
+from ..validation import require
+from .autoencoder import AEParams, AutoencoderModel, require_rows
+from .base import Stage
+from .distributions import decoder_mean, kl_normal, log_normal_components, recon_log_likelihood, reparameterize
+from .networks import typed_reconstruction_loss
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
 
 
 @dataclass
-class VaDEParams(ModelParams):
-    latent_dim: int = 10
-    hidden: list[int] = field(default_factory=lambda: [500, 500, 2000])
-    activation: str = "relu"
+class VaDEParams(AEParams):
     recon: str = "bce"                 # bce (Bernoulli, features in [0, 1]) | mse (Gaussian, variance exp(recon_logvar))
     #                                    | typed (a table's per-column likelihoods: Gaussian, Bernoulli, categorical)
     recon_logvar: float = 0.0          # log σ² of the Gaussian decoder (recon: mse), e.g. -4.6 for σ² = 0.01
-    pretrain_epochs: int = 50
-    pretrain_lr: float = 1e-3
-    weight_decay: float = 0.0
-    pretrained: str | None = None      # artifact dir with the same autoencoder: load it, skip pretraining
     gmm_sample: int = 70_000           # rows gathered (all workers) for the GMM initialisation
-    column_dropout: float = 0.0        # recon: typed — share of table columns hidden from the encoder in pretraining
     gmm_n_init: int = 1
     epochs: int = 50                   # VaDE ELBO epochs
     lr: float = 2e-3
 
     def check(self, s: str) -> None:
         super().check(s)
-        check_network_params(self, s, "[500, 500, 2000]")
-        require(self.recon in ("mse", "bce", "typed"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
-                "use bce (features scaled to [0, 1], e.g. normalize: global-minmax), mse, or typed "
-                "(tables ingested with --id-column)")
-        require(self.pretrain_epochs >= 0 and self.epochs >= 0, f"{s}.epochs",
-                f"epochs are pretrain_epochs={self.pretrain_epochs}, epochs={self.epochs}", "use 0 or more epochs")
-        for key in ("pretrain_lr", "lr"):
-            require(getattr(self, key) > 0, f"{s}.{key}", f"'{s}.{key}' is {getattr(self, key)}",
-                    "use a positive learning rate such as 1e-3")
-        require(self.weight_decay >= 0, f"{s}.weight_decay", f"'{s}.weight_decay' is {self.weight_decay}",
-                "use 0 or a positive weight decay")
+        require(self.epochs >= 0, f"{s}.epochs", f"'{s}.epochs' is {self.epochs}", "use 0 or more epochs")
+        require(self.lr > 0, f"{s}.lr", f"'{s}.lr' is {self.lr}", "use a positive learning rate such as 2e-3")
         require(self.gmm_sample >= self.n_clusters, f"{s}.gmm_sample",
                 f"'{s}.gmm_sample' ({self.gmm_sample}) is below n_clusters ({self.n_clusters})", "raise gmm_sample")
-        require(0 <= self.column_dropout < 1, f"{s}.column_dropout", f"'{s}.column_dropout' is {self.column_dropout}",
-                "use a share in [0, 1), e.g. 0.3 (0 = off)")
         require(self.gmm_n_init >= 1, f"{s}.gmm_n_init", f"'{s}.gmm_n_init' is {self.gmm_n_init}", "use 1 or more")
-
-    def check_training(self, s: str) -> None:
-        if self.pretrained is not None:
-            from ..artifact import artifact_dir
-
-            where = artifact_dir(self.pretrained)
-            require(Path(where, "weights.pt").is_file(), f"{s}.pretrained",
-                    f"'{s}.pretrained' ({self.pretrained}) is not a distclust model directory (no weights.pt)",
-                    "pass RUN_DIR/model of an ae-kmeans (or same-network) run on the same data, or null to pretrain")
-
-    def resolved(self):
-        import dataclasses
-
-        if self.pretrained is None:
-            return self
-        from ..artifact import artifact_dir
-
-        # absolute where the spec is read, so workers (any cwd) find it; a run dir means its model
-        return dataclasses.replace(self, pretrained=str(artifact_dir(self.pretrained).resolve()))
-
-
-def load_pretrained_autoencoder(model: nn.Module, path: str) -> None:
-    """Copy ``ae.*`` weights of an artifact into ``model.ae``; the normalisation must match."""
-    state = torch.load(Path(path, "weights.pt"), map_location="cpu", weights_only=True)
-    ae = {k[3:]: v for k, v in state.items() if k.startswith("ae.")}
-    if not ae:
-        raise ArtifactError(f"'{path}' holds no autoencoder (no 'ae.*' weights)", "model.pretrained",
-                            "pass an ae-kmeans / dec / vade model directory")
-    try:
-        model.ae.load_state_dict(ae)
-    except RuntimeError as e:
-        raise ArtifactError(f"the pretrained autoencoder does not fit this model ({str(e).splitlines()[0]})",
-                            "model.pretrained", "use the same hidden, latent_dim and activation as the pretrained "
-                            "model, or set pretrained: null") from None
-    for key in ("shift", "scale"):
-        theirs = state.get(f"normalizer.{key}")
-        mine = getattr(model.normalizer, key)
-        if theirs is not None and not torch.allclose(theirs.to(mine), mine, rtol=1e-4, atol=1e-6):
-            raise ArtifactError("the pretrained model normalised its data differently", "model.pretrained",
-                                "train on the same data with the same data.normalize as the pretrained model")
 
 
 def mixture_elbo_terms(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, log_pi: torch.Tensor,
@@ -127,35 +65,43 @@ def mixture_elbo_terms(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, 
     return kl_z, kl_c, gamma
 
 
-class VaDE(AEKMeans):
-    """Variational Deep Embedding: VAE with a learned Gaussian-mixture prior."""
+class MixturePriorVAE(AutoencoderModel):
+    """A VAE on the family's autoencoder whose prior p(z) is a Gaussian mixture: the encoder's mean head
+    is the autoencoder's last layer (``embed`` = μ̃), a log-variance head reads the last hidden layer.
+    Subclasses say what the mixture is (``mixture``) and how it is fitted (their stages)."""
 
-    name = "vade"
-    Params = VaDEParams
     assign_by = "proba"
     find_unused_parameters = True      # pretraining leaves the log-variance head and the prior out
 
     def __init__(self, input_dim, params: VaDEParams, normalizer=None):
         super().__init__(input_dim, params, normalizer)
-        K, D = params.n_clusters, params.latent_dim
-        self.logvar_head = nn.Linear(params.hidden[-1], D)
+        self.logvar_head = nn.Linear(params.hidden[-1], params.latent_dim)
         nn.init.zeros_(self.logvar_head.weight)
         nn.init.zeros_(self.logvar_head.bias)
-        self.init_prior_parameters(K, D)
 
-    def init_prior_parameters(self, K: int, D: int) -> None:
-        self.pi_logits = nn.Parameter(torch.zeros(K))
-        self.mu_c = nn.Parameter(torch.zeros(K, D))
-        self.logvar_c = nn.Parameter(torch.zeros(K, D))
+    def mixture(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(log π, μ_k, log σ²_k) of the components in use, and their indices among the K columns of
+        ``predict_proba`` (None: all K, in order)."""
+        raise NotImplementedError
 
-    # -- networks -----------------------------------------------------------------------
+    def prior(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log π, μ_k, log σ²_k) of all K components of the prior."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(self, n_per_cluster: int = 8, seed: int = 0) -> torch.Tensor:
+        """z ~ N(μ_k, σ²_k) for each component k, decoded to the decoder's mean, in raw feature space."""
+        _, mu, logvar = self.prior()
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn(mu.shape[0], n_per_cluster, mu.shape[1], generator=g).to(mu.device)
+        z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps
+        x = decoder_mean(self.ae.decoder(z.reshape(-1, mu.shape[1])), self.params.recon)
+        x = x * self.normalizer.scale + self.normalizer.shift
+        return x.reshape(mu.shape[0], n_per_cluster, -1)
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.ae.encoder[:-1](self.normalizer(x))
         return self.ae.encoder[-1](h), self.logvar_head(h).clamp(-12.0, 12.0)
-
-    def prior(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log π, μ_k, log σ²_k) of the mixture prior."""
-        return F.log_softmax(self.pi_logits, 0), self.mu_c, self.logvar_c
 
     def elbo_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         xn = self.normalizer(x)
@@ -166,34 +112,56 @@ class VaDE(AEKMeans):
             rec = typed_reconstruction_loss(out, xn, x, self.layout)
         else:
             rec = -recon_log_likelihood(out, xn, self.params.recon, self.params.recon_logvar)
-        log_pi, mu_c, logvar_c = self.prior()
+        log_pi, mu_c, logvar_c, _ = self.mixture()
         kl_z, kl_c, _ = mixture_elbo_terms(mu, logvar, z, log_pi, mu_c, logvar_c)
         loss = (rec + kl_z + kl_c).mean()
         return {"loss": loss, "recon": rec.mean().detach(), "kl_z": kl_z.mean().detach(),
                 "kl_c": kl_c.mean().detach()}
 
+    def forward(self, x, stage):
+        if stage == "pretrain":
+            return self.pretrain_loss(x)
+        return self.elbo_loss(x)
+
+    def predict_proba(self, x):
+        """γ = p(c | z) at z = μ̃(x); rows sum to 1."""
+        mu, _ = self.encode(x)
+        log_pi, mu_c, logvar_c, idx = self.mixture()
+        g = F.softmax(log_pi[None] + log_normal_components(mu, mu_c, logvar_c), dim=1)
+        if idx is None:
+            return g
+        out = torch.zeros(len(mu), self.n_clusters, dtype=g.dtype, device=g.device)
+        out[:, idx] = g
+        return out
+
+
+class VaDE(MixturePriorVAE):
+    """Variational Deep Embedding: VAE with a learned Gaussian-mixture prior."""
+
+    name = "vade"
+    Params = VaDEParams
+
+    def __init__(self, input_dim, params: VaDEParams, normalizer=None):
+        super().__init__(input_dim, params, normalizer)
+        K, D = params.n_clusters, params.latent_dim
+        self.pi_logits = nn.Parameter(torch.zeros(K))
+        self.mu_c = nn.Parameter(torch.zeros(K, D))
+        self.logvar_c = nn.Parameter(torch.zeros(K, D))
+
+    def prior(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log π, μ_k, log σ²_k) of the mixture prior."""
+        return F.log_softmax(self.pi_logits, 0), self.mu_c, self.logvar_c
+
+    def mixture(self):
+        return (*self.prior(), None)
+
     # -- stages -------------------------------------------------------------------------
-    def pretrain_stage(self) -> Stage:
-        p = self.params
-        if p.pretrained is None:
-            return super().pretrain_stage()
-
-        def load(ctx):
-            load_pretrained_autoencoder(self, p.pretrained)
-            return {"pretrained_loaded": 1.0}
-
-        return Stage("pretrain", 0, p.pretrain_lr, on_start=load)
-
     def gmm_init_stage(self) -> Stage:
         def init(ctx: "WorkerContext"):
             p = self.params
             K, D = self.n_clusters, p.latent_dim
             z = ctx.gather_sample(lambda b: self.embed(b["features"]), p.gmm_sample)
-            if len(z) < K:
-                from ..errors import DataError
-
-                raise DataError(f"n_clusters={K} but only {len(z)} rows reached the GMM", "model.n_clusters",
-                                f"use n_clusters ≤ {len(z)}")
+            require_rows(len(z), K, "the GMM")
             packed = torch.zeros(K * (1 + 2 * D) + 1, dtype=torch.float64)
             if ctx.rank == 0:
                 from sklearn.mixture import GaussianMixture
@@ -223,17 +191,6 @@ class VaDE(AEKMeans):
 
     def stages(self) -> list[Stage]:
         return [self.pretrain_stage(), self.gmm_init_stage(), self.vade_stage()]
-
-    def forward(self, x, stage):
-        if stage == "pretrain":
-            return super().forward(x, stage)
-        return self.elbo_loss(x)
-
-    # -- prediction ---------------------------------------------------------------------
-    def predict_proba(self, x):
-        mu, _ = self.encode(x)
-        log_pi, mu_c, logvar_c = self.prior()
-        return F.softmax(log_pi[None] + log_normal_components(mu, mu_c, logvar_c), dim=1)
 
     def prototypes(self):
         return self.mu_c.detach()

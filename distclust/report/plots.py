@@ -287,3 +287,30 @@ def segment_heatmap(values: np.ndarray, segments: list[str], columns: list[str],
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def sample_grid_png(model, path, n_per_component: int = 8, seed: int = 0, image_shape=None,
+                    scale: int = 1) -> None:
+    """Save a PNG grid of a generative model's samples (``ClusterModel.generate``): one row per
+    mixture component, ``n_per_component`` images each."""
+    from PIL import Image
+
+    imgs = model.generate(n_per_component, seed).cpu().numpy()       # (K, n, D)
+    k, n, d = imgs.shape
+    if image_shape is None:
+        side = int(round(math.sqrt(d)))
+        if side * side != d:
+            raise ValueError(f"cannot lay out {d} features as a square image: pass image_shape")
+        image_shape = (side, side)
+    hh, ww = image_shape
+    lo, hi = float(imgs.min()), float(imgs.max())
+    imgs = (imgs - lo) / max(hi - lo, 1e-12)
+    grid = np.ones((k * (hh + 1) + 1, n * (ww + 1) + 1), np.float32)
+    for i in range(k):
+        for j in range(n):
+            grid[1 + i * (hh + 1):1 + i * (hh + 1) + hh, 1 + j * (ww + 1):1 + j * (ww + 1) + ww] = \
+                imgs[i, j].reshape(hh, ww)
+    im = Image.fromarray((grid * 255).astype(np.uint8), mode="L")
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    im.save(path)

@@ -14,27 +14,12 @@ EXAMPLES_PER_CLUSTER = 12
 
 
 def generated_samples(model, n: int, seed: int) -> np.ndarray | None:
-    """(K, n, D) samples in raw feature space for generative models, else None.
-
-    Uses the model's own ``generate`` (the GMVAE family); for mixture-prior VAEs
-    (VaDE) draws z from each prior component and decodes the mean.
-    """
+    """(K, n, D) samples in raw feature space for generative models (``ClusterModel.generate``), else None."""
     import torch
 
-    if callable(getattr(model, "generate", None)):
-        return model.generate(n, seed).cpu().numpy()
-    if callable(getattr(model, "prior", None)) and hasattr(model, "ae"):
-        from ..models.vae_parts import decoder_mean
-
-        with torch.no_grad():
-            _, mu, logvar = model.prior()
-            g = torch.Generator().manual_seed(seed)
-            eps = torch.randn(mu.shape[0], n, mu.shape[1], generator=g).to(mu.device)
-            z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps
-            x = decoder_mean(model.ae.decoder(z.reshape(-1, mu.shape[1])), getattr(model.params, "recon", "mse"))
-            x = x * model.normalizer.scale + model.normalizer.shift
-        return x.reshape(mu.shape[0], n, -1).cpu().numpy()
-    return None
+    with torch.no_grad():
+        g = model.generate(n, seed)
+    return None if g is None else g.cpu().numpy()
 
 
 def _summary(cfg: dict, history: list[dict], run_dir: Path) -> list[tuple[str, object]]:
@@ -130,7 +115,7 @@ def write_report(run_dir, data: str | None = None, sample: int = 5000, projectio
             sections.append(html.section(
                 "confusion", "Confusion matrix", html.table([(m, sc[m]) for m in ("acc", "nmi", "ari") if m in sc])
                 + html.image(png, "confusion matrix"),
-                f"clusters × labels on the sample, rows in Hungarian-matched order"))
+                "clusters × labels on the sample, rows in Hungarian-matched order"))
         n = min(len(X), projection_max)
         idx = np.sort(np.random.default_rng(seed).permutation(len(X))[:n])
         # a model may name its own projection (manifold: UMAP of its coordinates when they have > 2 dims)

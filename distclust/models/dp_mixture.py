@@ -12,12 +12,12 @@ embeddings. One variational iteration = one E-step + statistics pass over the da
 
 Used in three places:
 
-* ``fit_dpgmm(source, k_max)``: fit on an in-memory array or any re-iterable stream of batches;
-* ``fit_dpgmm_artifact(model_dir, data, k_max)``: post-hoc fit on the embeddings of any trained
-  distclust artifact (data streamed through ``FittedModel.transform`` in batches, embeddings
-  spilled once to a memory-mapped file, then streamed for every iteration);
-* ``distclust/models/dpgmm.py``: the prior of a VAE, refitted each epoch from all-reduced
-  statistics with damping and pruning.
+* ``fit_dpgmm(source, k_max)``: fit on an in-memory array or any re-iterable stream of batches
+  (``select_k`` counts the components that keep weight);
+* ``distclust/dpgmm_posthoc.py`` (``distclust dpgmm MODEL DATA``): post-hoc fit on the embeddings
+  of any trained distclust artifact;
+* ``models/dpgmm.py``: the prior of a VAE, refitted each epoch from all-reduced statistics with
+  damping and pruning.
 
 ``DPMixture`` is an ``nn.Module`` whose state lives in float64 buffers, so a model that holds one
 carries the mixture in its ``state_dict`` (checkpoints, artifacts).
@@ -25,17 +25,14 @@ carries the mixture in its ``state_dict`` (checkpoints, artifacts).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import DataError
+from ..errors import DataError
 
 COV_TYPES = ("diag", "full")
 F64 = torch.float64
@@ -369,89 +366,3 @@ def fit_dpgmm(data, k_max: int, covariance_type: str = "diag", weight_concentrat
     w = mix.weights().numpy()
     act = [int(k) for k in np.argsort(-w) if w[k] > threshold]
     return DPGMMResult(mix, w, mix.stat_N.numpy().copy(), hard, act, it, converged, threshold, hist)
-
-
-# ------------------------------------------------------------------------------ post-hoc on artifacts
-def embed_to_memmap(model_dir, data, out_dir, batch_rows: int = 8192, device: str = "cpu"):
-    """Stream ``data`` (any source ``distclust ingest`` reads) through the artifact's ``transform`` in
-    batches into ``out_dir/z.npy`` (memory-mapped) and ``labels.npy``; returns (z memmap, labels or None)."""
-    import distclust
-    from .data.sources import open_source
-
-    model = distclust.load(model_dir, device=device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    parts_z, labels, n, dim = [], [], 0, None
-    zfile = out / "z.f32"
-    with open(zfile, "wb") as f:
-        for chunk in open_source(data, chunk_rows=batch_rows):
-            z = model.transform(chunk.X).astype(np.float32)
-            dim = z.shape[1]
-            f.write(z.tobytes())
-            n += len(z)
-            if chunk.labels is not None and chunk.labels.dtype != object:
-                labels.append(chunk.labels.astype(np.int64))
-    if n == 0 or dim is None:
-        raise DataError(f"'{data}' holds no rows", str(data), "pass the data the model was trained on")
-    z = np.memmap(zfile, dtype=np.float32, mode="r", shape=(n, dim))
-    y = np.concatenate(labels) if labels and sum(map(len, labels)) == n else None
-    return z, y
-
-
-def fit_dpgmm_artifact(model_dir, data, k_max: int = 30, work_dir=None, batch_rows: int = 8192,
-                       **kw) -> tuple[DPGMMResult, np.memmap, np.ndarray | None]:
-    """Post-hoc DP mixture on the embeddings of any trained distclust artifact.
-
-    The data are streamed through ``FittedModel.transform`` once, the embeddings spilled to a
-    memory-mapped file, and every variational iteration streams that file in ``batch_rows`` batches
-    (sufficient statistics summed; never all embeddings in memory)."""
-    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="distclust-dpgmm-"))
-    z, y = embed_to_memmap(model_dir, data, work, batch_rows=batch_rows)
-    res = fit_dpgmm(lambda: (z[s:s + batch_rows] for s in range(0, len(z), batch_rows)), k_max,
-                    batch_rows=batch_rows, **kw)
-    return res, z, y
-
-
-def label_report(res: DPGMMResult, z, y, batch_rows: int = 65536) -> dict:
-    """ACC (Hungarian and many-to-one), NMI, ARI, completeness of the DP clustering against labels."""
-    from . import metrics as M
-
-    pred = np.concatenate([res.predict(z[s:s + batch_rows]) for s in range(0, len(z), batch_rows)])
-    m = M.contingency(pred, np.asarray(y), n_pred=res.mixture.k_max)
-    out = M.scores(m)
-    out["completeness"] = M.completeness_from_contingency(m)
-    out["clusters_used"] = int((m.sum(1) > 0).sum())
-    return out
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    """``python -m distclust.dpmix MODEL_DIR DATA [--k-max 30]``: post-hoc DP mixture report (JSON)."""
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(prog="python -m distclust.dpmix", description=cli_main.__doc__)
-    ap.add_argument("model")
-    ap.add_argument("data")
-    ap.add_argument("--k-max", type=int, default=30)
-    ap.add_argument("--covariance", choices=COV_TYPES, default="diag")
-    ap.add_argument("--threshold", type=float, default=0.01)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-iter", type=int, default=300)
-    ap.add_argument("--cluster-scale", type=float, default=None,
-                    help="prior within-cluster variance as a fraction of the data variance (default: sklearn's prior)")
-    ap.add_argument("--dof-prior", type=float, default=None, help="strength of that prior in pseudo-rows")
-    a = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="distclust-dpgmm-") as tmp:
-        res, z, y = fit_dpgmm_artifact(a.model, a.data, a.k_max, work_dir=tmp, covariance_type=a.covariance,
-                                       threshold=a.threshold, seed=a.seed, max_iter=a.max_iter,
-                                       cluster_scale=a.cluster_scale, dof_prior=a.dof_prior)
-        out = res.summary()
-        if y is not None:
-            out["labels"] = label_report(res, z, y)
-        del z
-    print(json.dumps(out, indent=1))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(cli_main())

@@ -1,15 +1,14 @@
-"""Building blocks shared by the variational models (GMVAE family, VaDE, …).
+"""Densities, KLs, relaxations and schedules shared by the variational models (GMVAE family, VaDE,
+vae-dpgmm); their networks live in ``networks.py``.
 
-No ``ClusterModel`` lives here: only small modules and functions, with a stable API.
+No ``ClusterModel`` lives here: only functions, with a stable API.
 Shapes: ``(..., D)`` tensors; every log-density / KL / log-likelihood sums over the
 last dimension and returns ``(...)`` (one value per row), so callers take the batch
 mean themselves. Densities are in nats.
 
-- ``GaussianHead(in_dim, latent_dim)``: ``h → (mu, logvar)``
-- ``GaussianEncoder(input_dim, hidden, latent_dim, activation)``: MLP trunk + head
 - ``reparameterize(mu, logvar, eps=None, generator=None)``
 - ``log_normal(x, mu, logvar)``, ``log_normal_components(z, mus, logvars)`` (N, K)
-- ``kl_normal(mu_q, logvar_q, mu_p, logvar_p)``, ``kl_standard_normal(mu, logvar)``
+- ``kl_normal(mu_q, logvar_q, mu_p, logvar_p)``
 - ``bernoulli_log_likelihood(logits, x)``, ``gaussian_log_likelihood(mean, x, logvar)``,
   ``recon_log_likelihood(out, x, kind)`` with kind ``bernoulli|bce`` or ``gaussian|mse``
 - ``categorical_kl(logits, prior_logits=None)``: KL(Cat(softmax(logits)) ‖ prior), uniform by default
@@ -22,46 +21,14 @@ mean themselves. Densities are in nats.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
-from torch import nn
 from torch.nn import functional as F
-
-from .networks import mlp
 
 LOG_2PI = math.log(2 * math.pi)
 SCHEDULES = ("constant", "linear", "cosine", "step", "exp")
 RECON_KINDS = ("bernoulli", "bce", "gaussian", "mse")
-
-
-# --------------------------------------------------------------------------- Gaussian encoders
-class GaussianHead(nn.Module):
-    """Two linear maps ``h → (mu, logvar)`` of a diagonal Gaussian (logvar clamped to [-12, 12])."""
-
-    def __init__(self, in_dim: int, latent_dim: int):
-        super().__init__()
-        self.mu = nn.Linear(in_dim, latent_dim)
-        self.logvar = nn.Linear(in_dim, latent_dim)
-        for m in (self.mu, self.logvar):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mu(h), self.logvar(h).clamp(-12.0, 12.0)
-
-
-class GaussianEncoder(nn.Module):
-    """``x → mlp(input_dim, *hidden) → (mu, logvar)`` (activation after the last hidden layer)."""
-
-    def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str = "relu"):
-        super().__init__()
-        hidden = list(hidden)
-        self.trunk = mlp([input_dim, *hidden], activation, last_activation=True) if hidden else nn.Identity()
-        self.head = GaussianHead(hidden[-1] if hidden else input_dim, latent_dim)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.trunk(x))
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None,
@@ -87,11 +54,6 @@ def kl_normal(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, lo
     """KL(N(mu_q, var_q) ‖ N(mu_p, var_p)) of diagonal Gaussians, summed over the last dim."""
     return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p) ** 2) * torch.exp(-logvar_p)
                   - 1.0).sum(-1)
-
-
-def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, var) ‖ N(0, I)) summed over the last dim."""
-    return 0.5 * (torch.exp(logvar) + mu ** 2 - 1.0 - logvar).sum(-1)
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
