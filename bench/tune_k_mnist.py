@@ -27,7 +27,8 @@ import distclust  # noqa: E402,F401
 from distclust.data import ingest  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from distclust.tuning import SCORE_SPACES, eval_sample, run_sweep, score_model  # noqa: E402
+from distclust.data.sample import sample_dataset  # noqa: E402
+from distclust.tuning import SCORE_SPACES, run_sweep, score_model  # noqa: E402
 
 
 def main() -> None:
@@ -64,7 +65,7 @@ def main() -> None:
     summary = json.loads((work / "sweep" / "summary.json").read_text())
     df = pd.read_parquet(work / "sweep" / "results.parquet")
     df = df[df["status"] == "completed"].sort_values("model.n_clusters")
-    X, y = eval_sample(data, 5000, 0)
+    X, y = sample_dataset(data, 5000, 0)
     rows = []
     for _, r in df.iterrows():
         row = {"k": int(r["model.n_clusters"]), "acc": r["acc"], "nmi": r["nmi"], "ari": r["ari"]}

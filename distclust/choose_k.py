@@ -48,7 +48,7 @@ def run_choose_k(spec_path: str, data: str | None, k: str, out: str | Path, spac
     from .data import resolve_dataset
     from .engine.ray_setup import ensure_ray
     from .spec import load_spec
-    from .tuning import eval_sample
+    from .data.sample import sample_dataset
 
     ks = parse_k_range(k)
     check_space(space)
@@ -71,7 +71,7 @@ def run_choose_k(spec_path: str, data: str | None, k: str, out: str | Path, spac
                   file=sys.stderr)
         model_dir = run_training(spec, out / "representation", data=str(root), overwrite=True,
                                  quiet=not progress).model_dir
-    X, _ = eval_sample(root, sample, seed)  # labels are never read by the criteria
+    X, _ = sample_dataset(root, sample, seed)  # labels are never read by the criteria
     Z = representation(X, space, model_dir)
     ensure_ray(spec.scaling.address, None)
     sel = select_k(Z, ks, seed=seed, replicates=replicates, sample=sample, use_ray=True)
@@ -103,14 +103,14 @@ def select_in_sweep(df, done, sweep, spec, data_root, out: Path):
     representation: ``score_space``), select the completed trial nearest to the chosen K, and add the
     per-K curves to the results table. Returns (table, completed rows, selected row, KSelection)."""
     from .report.plots import k_selection
-    from .tuning import eval_sample
+    from .data.sample import sample_dataset
 
     if "model.n_clusters" not in done or done["model.n_clusters"].nunique() < 3:
         raise DistclustError("fewer than 3 K values completed: K cannot be estimated", str(out),
                              "see the trial errors above, or search more K values")
     trial_ks = sorted(int(k) for k in done["model.n_clusters"].unique())
     ks = list(range(trial_ks[0], trial_ks[-1] + 1))
-    X, _ = eval_sample(data_root, sweep.eval_sample, sweep.seed)
+    X, _ = sample_dataset(data_root, sweep.eval_sample, sweep.seed)
     if sweep.score_space == "pretrained":
         space, model_dir = "embedding", spec.model.pretrained
     elif sweep.score_space == "features":

@@ -199,9 +199,9 @@ def test_cli_choose_k_in_a_given_models_embedding(ray_cluster, tmp_path):
     res = json.loads((tmp_path / "o" / "choose_k.json").read_text())
     assert res["space"] == "embedding" and res["model"] == str(model) and res["dim"] == 8
     from distclust.artifact import load
-    from distclust.tuning import eval_sample
+    from distclust.data.sample import sample_dataset
 
-    Xs, _ = eval_sample(tmp_path / "o" / "data", 10_000, 0)
+    Xs, _ = sample_dataset(tmp_path / "o" / "data", 10_000, 0)
     ref = select_k(load(model).transform(Xs), [3, 4, 5, 6, 7, 8], seed=0, replicates=2)
     assert res["choices"] == ref.choices and res["chosen"] == ref.chosen
     assert [r["stability"] for r in res["table"]] == [r["stability"] for r in ref.table]

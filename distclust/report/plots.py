@@ -314,3 +314,32 @@ def sample_grid_png(model, path, n_per_component: int = 8, seed: int = 0, image_
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     im.save(path)
+
+
+def sweep_metric_plot(df, name: str, metric: str, mode: str, search_keys: list[str], path: Path) -> Path | None:
+    """A sweep's selection metric against K (or the first searched key), labels' ACC beside when known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xkey = "model.n_clusters" if "model.n_clusters" in df else search_keys[0]
+    d = df[df["status"] == "completed"].dropna(subset=[metric]).sort_values(xkey)
+    if d.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(d[xkey], d[metric], "o-", label=metric)
+    ax.set_xlabel(xkey)
+    ax.set_ylabel(metric)
+    sel = d[d["selected"]]
+    ax.plot(sel[xkey], sel[metric], "r*", markersize=16, label="selected")
+    if "acc" in d and d["acc"].notna().any():
+        ax2 = ax.twinx()
+        ax2.plot(d[xkey], d["acc"], "s--", color="gray", alpha=0.7, label="acc (labels, not used)")
+        ax2.set_ylabel("acc (reported, not used for selection)")
+    ax.set_title(f"sweep {name}: {metric} ({mode})")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -52,7 +52,7 @@ def write_report(run_dir, data: str | None = None, sample: int = 5000, projectio
     1,800 rows on a busy 2-core machine).
     """
     from ..artifact import load
-    from ..tuning import eval_sample
+    from ..data.sample import sample_dataset
 
     t0 = time.time()
     run_dir = Path(run_dir).resolve()
@@ -93,7 +93,7 @@ def write_report(run_dir, data: str | None = None, sample: int = 5000, projectio
     try:
         if not root or not Path(root).exists():
             raise FileNotFoundError(root)
-        X, y = eval_sample(root, sample, seed)
+        X, y = sample_dataset(root, sample, seed)
     except (FileNotFoundError, OSError, DistclustError) as e:
         X = y = None
         sections.append(html.section("data", "Data sections skipped", "",

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 from ..errors import DistclustError
 from . import html
@@ -18,7 +17,7 @@ def write_sweep_report(sweep_dir) -> Path:
     """Render ``SWEEP_DIR/report/index.html`` from ``results.parquet`` and ``summary.json``."""
     import pandas as pd
 
-    from ..tuning import _plot
+    from .plots import sweep_metric_plot
 
     d = Path(sweep_dir).resolve()
     if not is_sweep_dir(d):
@@ -41,9 +40,7 @@ def write_sweep_report(sweep_dir) -> Path:
     sections.append(html.section("trials", "Trials", html.grid_table(cols, df[cols].values.tolist(), sel),
                                  "the selected trial is highlighted; label metrics are reported, "
                                  "not used for selection unless the sweep says so"))
-    search = {k: None for k in s["best_config"]}
-    png = _plot(df, SimpleNamespace(name=d.name, metric=s["metric"], search=search),
-                out / f"{s['metric']}_vs_k.png")
+    png = sweep_metric_plot(df, d.name, s["metric"], s["mode"], list(s["best_config"]), out / f"{s['metric']}_vs_k.png")
     if png:
         sections.append(html.section("metric", f"{s['metric']} against K", html.image(png, "selection metric")))
     if (d / "choose_k.json").is_file():  # metric: choose_k — every criterion's curve over K
