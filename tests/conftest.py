@@ -40,6 +40,26 @@ def make_blobs(n=600, k=4, d=16, seed=0, spread=0.6):
     return X.astype(np.float32), y.astype(np.int64)
 
 
+def nonlinear_mixture(n=900, k=5, d=16, seed=0):
+    """k Gaussian clusters in 2-D pushed through a fixed random nonlinear map into d dims."""
+    rng = np.random.default_rng(seed)
+    angles = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    centers = np.stack([np.cos(angles), np.sin(angles)], 1) * 3
+    y = rng.integers(0, k, n)
+    z = centers[y] + rng.normal(0, 0.35, (n, 2))
+    W1, W2 = rng.normal(size=(2, 32)), rng.normal(size=(32, d)) / 4
+    X = np.tanh(z @ W1) @ W2 + 0.01 * rng.normal(size=(n, d))
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="session")
+def mixture_npz(tmp_path_factory):
+    X, y = nonlinear_mixture()
+    p = tmp_path_factory.mktemp("mix") / "mix.npz"
+    np.savez(p, X=X, y=y)
+    return p
+
+
 @pytest.fixture(scope="session")
 def blobs_npz(tmp_path_factory):
     X, y = make_blobs()

@@ -148,8 +148,13 @@ def test_bad_input_gets_a_clear_error(tmp_path, case, build, needle):
     assert not list(tmp_path.glob(".out*tmp-*"))
 
 
-def test_at_least_25_cases():
+def test_at_least_25_distinct_cases():
+    """25 different mistakes, not one counted twice: distinct names and distinct expected messages."""
+    names = [c[0] for c in CASES]
+    expected = [c[2] for c in CASES]
     assert len(CASES) >= 25
+    assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
+    assert len(set(expected)) == len(expected), sorted(e for e in expected if expected.count(e) > 1)
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -173,6 +173,9 @@ def test_vae_dpgmm_trains_saves_assigns(ray_cluster, blobs_dataset, blobs_npz, t
     epochs = [h for h in res.history if h["stage"] == "vae"]
     assert len(epochs) == 3 and all("dp_active" in h and "completeness" in h and "acc" in h for h in epochs)
     assert all(1 <= h["dp_active"] <= 8 for h in epochs)
+    # K is found, not given: K_max is 8, the data has 4 blobs
+    assert abs(epochs[-1]["dp_active"] - 4) <= 1, [h["dp_active"] for h in epochs]
+    assert abs(len(np.unique(pred)) - 4) <= 1, np.bincount(pred)
     s = run_assign(res.model_dir, blobs_dataset, tmp_path / "assign", progress=False)
     t = pq.read_table(tmp_path / "assign").to_pandas().sort_values("id")
     assert s["rows"] == len(t) == len(d["X"])
@@ -181,5 +184,6 @@ def test_vae_dpgmm_trains_saves_assigns(ray_cluster, blobs_dataset, blobs_npz, t
     from distclust.dpgmm_posthoc import fit_dpgmm_artifact, label_report
 
     post, z, y = fit_dpgmm_artifact(res.model_dir, blobs_npz, k_max=10, work_dir=tmp_path / "post", batch_rows=128)
-    assert z.shape == (len(d["X"]), 4) and post.n_active >= 1
+    # post hoc with scikit-learn's default prior the DP may split a blob of a learned embedding, never merge two
+    assert z.shape == (len(d["X"]), 4) and post.n_active >= 4, post.summary()
     assert label_report(post, z, y)["acc_many_to_one"] > 0.9

@@ -39,9 +39,22 @@ def test_faiss_kmeans_finds_blobs_and_search_is_exact():
 
 
 def test_kmeans_uses_the_sample_size_it_is_given():
+    """max_points=500: the centroids depend on exactly the 500 seeded sampled rows and on no other."""
     X, _ = make_blobs(n=5000, k=4, d=4, seed=2)
     c, _ = faiss_ops.kmeans(X, 4, seed=0, nredo=1, max_points=500)
     assert c.shape == (4, 4)
+    picked = np.sort(np.random.default_rng(0).choice(len(X), 500, replace=False))
+    outside = np.setdiff1d(np.arange(len(X)), picked)
+    X2 = X.copy()
+    X2[outside] += 100.0                       # rows outside the sample moved far away: no effect
+    c2, _ = faiss_ops.kmeans(X2, 4, seed=0, nredo=1, max_points=500)
+    np.testing.assert_array_equal(c, c2)
+    X3 = X.copy()
+    X3[picked[:50]] += 100.0                   # rows inside the sample moved: the centroids follow
+    c3, _ = faiss_ops.kmeans(X3, 4, seed=0, nredo=1, max_points=500)
+    assert np.abs(c3 - c).max() > 1.0
+    c_all, _ = faiss_ops.kmeans(X2, 4, seed=0, nredo=1, max_points=None)
+    assert np.abs(c_all - c).max() > 1.0       # without the cap, the moved rows count
 
 
 def test_spec_errors_name_the_key_and_suggest():

@@ -1,42 +1,20 @@
 """Ray Tune sweeps: real trials (Ray Train inside Tune), ASHA, label-free choice of K, resume."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, nonlinear_mixture, run_cli
 
 import distclust
-
-
-def nonlinear_mixture(n=900, k=5, d=16, seed=0):
-    """k Gaussian clusters in 2-D pushed through a fixed random nonlinear map into d dims."""
-    rng = np.random.default_rng(seed)
-    angles = np.linspace(0, 2 * np.pi, k, endpoint=False)
-    centers = np.stack([np.cos(angles), np.sin(angles)], 1) * 3
-    y = rng.integers(0, k, n)
-    z = centers[y] + rng.normal(0, 0.35, (n, 2))
-    W1, W2 = rng.normal(size=(2, 32)), rng.normal(size=(32, d)) / 4
-    X = np.tanh(z @ W1) @ W2 + 0.01 * rng.normal(size=(n, d))
-    return X.astype(np.float32), y
-
-
-@pytest.fixture(scope="module")
-def mixture_npz(tmp_path_factory):
-    X, y = nonlinear_mixture()
-    p = tmp_path_factory.mktemp("mix") / "mix.npz"
-    np.savez(p, X=X, y=y)
-    return p
 
 
 def write_sweep(tmp_path, search, **extra):
