@@ -188,8 +188,8 @@ def _is_table(X) -> bool:
     return isinstance(X, (pa.Table, pa.RecordBatch)) or type(X).__name__ == "DataFrame"
 
 
-# buffers that models saved before they stopped holding them: DEC, IDEC, VaDE, vae-dpgmm and manifold
-# extended AE+k-means and carried its unused ``centroids`` until they became leaves of the autoencoder base
+# buffers that models saved before they stopped holding them: VaDE, vae-dpgmm and manifold extended
+# AE+k-means and carried its unused ``centroids`` until they became leaves of the autoencoder base
 RETIRED_KEYS = ("centroids",)
 
 

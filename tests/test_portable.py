@@ -102,3 +102,27 @@ def test_evaluate_in_partitions_equals_one_pass(pretrained_ae, blobs_dataset, tm
     pq.write_table(pq.read_table(victim).slice(5), victim)
     with pytest.raises(DataError, match="5 of 600 labelled rows have no assignment"):
         evaluate(tmp_path / "out", blobs_dataset, partition_rows=97)
+
+
+def test_a_vade_saved_with_the_old_unused_centroids_still_loads(tmp_path):
+    """VaDE used to extend AE+k-means and saved its unused ``centroids``; such folders still load, and any
+    other unexpected key is still an error."""
+    import torch
+
+    from distclust.artifact import save_artifact
+    from distclust.errors import ArtifactError
+    from distclust.models import get_model_class
+    from distclust.validation import build
+
+    cls = get_model_class("vade")
+    m = cls(8, build(cls.Params, {"n_clusters": 3, "latent_dim": 2, "hidden": [16]}, "model"))
+    m.is_fitted.fill_(True)
+    d = save_artifact(m, tmp_path / "m", data_info={})
+    state = torch.load(d / "weights.pt", weights_only=True)
+    torch.save({**state, "centroids": torch.zeros(3, 2)}, d / "weights.pt")
+    X = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+    np.testing.assert_allclose(distclust.load(d).predict_proba(X), m.predict_proba(torch.from_numpy(X)).detach().numpy(),
+                               atol=1e-6)
+    torch.save({**state, "something_else": torch.zeros(1)}, d / "weights.pt")
+    with pytest.raises(ArtifactError, match="do not load"):
+        distclust.load(d)

@@ -95,6 +95,7 @@ class DEC(AutoencoderModel):
         super().__init__(input_dim, params, normalizer)
         k, d = params.n_clusters, params.latent_dim
         self.mu = nn.Parameter(torch.zeros(k, d))
+        self.register_buffer("centroids", torch.zeros(k, d))   # the k-means prototypes μ started from
         # the frozen model that defines P until the next refresh
         self.target_encoder = copy.deepcopy(self.ae.encoder).requires_grad_(False)
         self.register_buffer("target_mu", torch.zeros(k, d))
@@ -109,6 +110,7 @@ class DEC(AutoencoderModel):
 
         def init(ctx):
             c, inertia = kmeans_prototypes(ctx, self.embed, self.n_clusters, p)
+            self.centroids.copy_(c)
             with torch.no_grad():
                 self.mu.copy_(c)
             self.has_target.fill_(False)
