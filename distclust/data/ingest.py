@@ -51,6 +51,36 @@ def deal_rows(table: pa.Table, first_row: int, writers: list, counts: list[int])
             counts[s] += len(idx)
 
 
+class ShardDealer:
+    """Rows dealt round robin over ``shards`` Parquet files in ``folder`` (``deal_rows``), with a progress
+    bar; a context manager that closes every file, also on error. ``rows`` counts what was written."""
+
+    def __init__(self, folder: Path, shards: int, desc: str, progress: bool):
+        from tqdm.auto import tqdm
+
+        self.folder, self.shards = Path(folder), shards
+        self.writers: list[pq.ParquetWriter] = []
+        self.counts = [0] * shards
+        self.rows = 0
+        self.bar = tqdm(desc=desc, unit="rows", disable=not progress, mininterval=1.0)
+
+    def open(self, sch: pa.Schema) -> None:
+        self.writers = [pq.ParquetWriter(self.folder / f"part-{i:05d}.parquet", sch) for i in range(self.shards)]
+
+    def write(self, table: pa.Table) -> None:
+        deal_rows(table, self.rows, self.writers, self.counts)
+        self.rows += table.num_rows
+        self.bar.update(table.num_rows)
+
+    def __enter__(self) -> "ShardDealer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+        for w in self.writers:
+            w.close()
+
+
 def features_array(X: np.ndarray) -> pa.FixedSizeListArray:
     """(n, d) float32 → Arrow ``fixed_size_list<float32>[d]`` (arrives in torch as (B, d))."""
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -104,10 +134,6 @@ def ingest(src: str | os.PathLike, out: str | os.PathLike, shards: int = 8, over
 
 
 def _ingest_into(src, tmp: Path, shards: int, chunk_rows: int, progress: bool) -> Manifest:
-    from tqdm.auto import tqdm
-
-    writers: list[pq.ParquetWriter] = []
-    counts = [0] * shards
     stats: _Stats | None = None
     dim = None
     has_label = None
@@ -115,18 +141,16 @@ def _ingest_into(src, tmp: Path, shards: int, chunk_rows: int, progress: bool) -
     string_labels = False
     label_max = -1
     all_ids: list[np.ndarray] = []
-    next_row = 0
     chunks = open_source(src, chunk_rows)  # fails fast on a missing or unknown source
-    bar = tqdm(desc=f"ingest {Path(str(src)).name}", unit="rows", disable=not progress, mininterval=1.0)
-    try:
+    with ShardDealer(tmp, shards, f"ingest {Path(str(src)).name}", progress) as out:
         for chunk in chunks:
+            next_row = out.rows
             n, d = chunk.X.shape
             if dim is None:
                 dim, has_label = d, chunk.labels is not None
                 if dim == 0:
                     raise DataError("the source has 0 feature columns", str(src), "give each row at least one feature")
-                sch = schema(dim, has_label)
-                writers = [pq.ParquetWriter(tmp / f"part-{i:05d}.parquet", sch) for i in range(shards)]
+                out.open(schema(dim, has_label))
                 stats = _Stats(dim)
             elif d != dim:
                 raise DataError(f"rows from {next_row} have {d} features, earlier rows have {dim}", str(src),
@@ -163,14 +187,8 @@ def _ingest_into(src, tmp: Path, shards: int, chunk_rows: int, progress: bool) -
             stats.update(chunk.X)
             feats = features_array(chunk.X)
             cols = [pa.array(ids, pa.int64()), feats] + ([pa.array(labels, pa.int64())] if has_label else [])
-            table = pa.Table.from_arrays(cols, schema=writers[0].schema)
-            deal_rows(table, next_row, writers, counts)
-            next_row += n
-            bar.update(n)
-    finally:
-        bar.close()
-        for w in writers:
-            w.close()
+            out.write(pa.Table.from_arrays(cols, schema=out.writers[0].schema))
+    next_row, counts = out.rows, out.counts
     if next_row == 0:
         raise DataError("the source holds no rows", str(src), "pass a non-empty dataset")
     ids = np.concatenate(all_ids)

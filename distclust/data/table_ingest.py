@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError, OutputExistsError
 from .features import FeatureOptions, FeaturePipeline, PipelineFitter, options_dict
-from .ingest import _Stats, atomic_dir, deal_rows, features_array
+from .ingest import ShardDealer, _Stats, atomic_dir, features_array
 from .manifest import FEATURES, ID, LABEL, FeatureStats, Manifest
 from .tables import check_columns, is_csv, iter_batches, schema_of, table_files, type_kind
 
@@ -145,8 +145,6 @@ def ingest_table(src: str | os.PathLike, out: str | os.PathLike, id_column: str 
 
 def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int, batch_rows: int,
            csv_types, progress: bool, where: str) -> Manifest:
-    from tqdm.auto import tqdm
-
     idc, labc = pipe.id_column, pipe.label_column
     fields = [pa.field(ID, pa.int64(), nullable=False)]
     own_id = idc is not None and idc != ID
@@ -156,17 +154,14 @@ def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int
     if labc is not None:
         fields.append(pa.field(LABEL, pa.int64()))
     sch = pa.schema(fields)
-    writers = [pq.ParquetWriter(tmp / f"part-{i:05d}.parquet", sch) for i in range(shards)]
-    counts = [0] * shards
     stats = _Stats(pipe.dim)
     label_codes: dict = {}
     int_labels = labc is not None and type_kind(schema.field(labc).type) == "numeric"
-    next_row = 0
     read = [c for c in dict.fromkeys([*(x for x in (idc, labc) if x is not None), *pipe.input_columns])]
-    bar = tqdm(desc=f"ingest {Path(str(src)).name}", unit="rows", disable=not progress, mininterval=1.0)
-    try:
+    with ShardDealer(tmp, shards, f"ingest {Path(str(src)).name}", progress) as out:
+        out.open(sch)
         for b in iter_batches(src, read, batch_rows, csv_types):
-            n = b.num_rows
+            n, next_row = b.num_rows, out.rows
             X = pipe.transform(b, where)
             stats.update(X)
             rows = np.arange(next_row, next_row + n)
@@ -187,14 +182,8 @@ def _write(src, tmp: Path, pipe: FeaturePipeline, schema: pa.Schema, shards: int
                     codes = np.array([label_codes.setdefault(str(v), len(label_codes))
                                       for v in lab.to_pylist()], np.int64)
                 cols.append(pa.array(codes, pa.int64()))
-            table = pa.Table.from_arrays(cols, schema=sch)
-            deal_rows(table, next_row, writers, counts)
-            next_row += n
-            bar.update(n)
-    finally:
-        bar.close()
-        for w in writers:
-            w.close()
+            out.write(pa.Table.from_arrays(cols, schema=sch))
+    next_row, counts = out.rows, out.counts
     for s in range(shards):
         if counts[s] == 0:
             (tmp / f"part-{s:05d}.parquet").unlink()
