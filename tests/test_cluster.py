@@ -92,6 +92,7 @@ TWO_NODES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow   # minutes of CPU: a second Ray node (CI runs -m 'not slow')
 def test_training_spreads_over_two_nodes_with_shared_storage(blobs_dataset, tmp_path):
     r = subprocess.run([sys.executable, "-c", TWO_NODES, str(blobs_dataset), str(tmp_path)], capture_output=True,
                        text=True, timeout=900, cwd=ROOT, env={**__import__("os").environ, "RAY_ADDRESS": ""})

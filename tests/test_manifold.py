@@ -33,6 +33,7 @@ def manifold_spec(**over):
     m = dict(n_neighbors=15, n_components=2, umap_epochs=50, holdout=100, head_epochs=8, head_lr=3e-3)
     m.update(over)
     raw = tiny_spec("manifold", **m)
+    raw["model"].pop("kmeans_nredo")   # no k-means in this model
     raw["train"]["eval_every"] = 1
     return raw
 

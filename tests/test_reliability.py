@@ -24,6 +24,7 @@ def _popen(args):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=ROOT)
 
 
+@pytest.mark.slow   # minutes of CPU: Ray restarts the worker group (CI runs -m 'not slow')
 def test_killed_training_worker_is_replaced_and_the_run_resumes(ray_cluster, blobs_dataset, blobs_npz, tmp_path):
     from ray.util.state import list_actors
 

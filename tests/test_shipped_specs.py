@@ -30,6 +30,7 @@ def test_sweep_spec_is_valid(path, tmp_path):
         # such a sweep needs the autoencoder it scores in: without it, a clear error naming the fix
         with pytest.raises(SpecError, match="--set model.pretrained="):
             load_sweep(path)
+        (tmp_path / "weights.pt").touch()   # stands for RUN_DIR/model of the autoencoder run
         overrides = [f"model.pretrained={tmp_path}", "model.pretrain_epochs=0"]
     sweep, base, _ = load_sweep(path, overrides)
     assert sweep.search and base["model"]["name"] in model_names()

@@ -29,6 +29,7 @@ def write_sweep(tmp_path, search, **extra):
     return tmp_path / "sweep.yaml"
 
 
+@pytest.mark.slow   # a quality guard of the K choice: five trials (CI runs -m 'not slow')
 def test_k_sweep_picks_the_true_k_without_labels(ray_cluster, mixture_npz, tmp_path):
     from distclust.tuning import run_sweep
 

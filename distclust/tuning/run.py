@@ -146,7 +146,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
         raise DistclustError("no trial of the sweep completed", str(out), "see the trial errors above")
     selection = None
     if sweep.metric == "choose_k":  # K estimated in one shared space; the trial with that K is selected
-        from .choose_k import select_in_sweep
+        from ..choose_k import select_in_sweep
 
         df, done, best, selection = select_in_sweep(df, done, sweep, spec, root, out)
     else:
@@ -154,7 +154,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
     df["selected"] = df["trial"] == best["trial"]
     df.to_parquet(out / "results.parquet", index=False)
     df.to_csv(out / "results.csv", index=False)
-    from .artifact import copy_artifact
+    from ..artifact import copy_artifact
 
     copy_artifact(best["model_dir"], out / "best_model")
     plot = sweep_metric_plot(df, sweep.name, sweep.metric, METRIC_MODES[sweep.metric], list(sweep.search),
@@ -167,7 +167,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
     for k in LABEL_METRICS:
         if k in best and best[k] == best[k]:
             summary[f"best_{k}"] = float(best[k])
-    from .select_k import edge_warning
+    from ..select_k import edge_warning
 
     summary["warnings"] = list(selection.warnings) if selection else []
     if selection:
