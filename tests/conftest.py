@@ -52,20 +52,20 @@ def nonlinear_mixture(n=900, k=5, d=16, seed=0):
     return X.astype(np.float32), y
 
 
-@pytest.fixture(scope="session")
-def mixture_npz(tmp_path_factory):
-    X, y = nonlinear_mixture()
-    p = tmp_path_factory.mktemp("mix") / "mix.npz"
+def _npz(tmp_path_factory, name: str, X, y):
+    p = tmp_path_factory.mktemp(name) / f"{name}.npz"
     np.savez(p, X=X, y=y)
     return p
+
+
+@pytest.fixture(scope="session")
+def mixture_npz(tmp_path_factory):
+    return _npz(tmp_path_factory, "mix", *nonlinear_mixture())
 
 
 @pytest.fixture(scope="session")
 def blobs_npz(tmp_path_factory):
-    X, y = make_blobs()
-    p = tmp_path_factory.mktemp("src") / "blobs.npz"
-    np.savez(p, X=X, y=y)
-    return p
+    return _npz(tmp_path_factory, "blobs", *make_blobs())
 
 
 @pytest.fixture(scope="session")
