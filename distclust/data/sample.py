@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def sample_dataset(data_root: str | Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     """A seeded uniform sample of ``n`` rows (features, labels) read shard by shard."""
     import pyarrow.parquet as pq

@@ -255,7 +255,8 @@ class DeepClAM(_ClamMixin, AutoencoderModel):
             return self.pretrain_loss(x)
         p = self.params
         xn = self.normalizer(x)
-        recon, _ = self.recon_loss(x)
+        _, x_hat = self.ae(xn)
+        recon = self.reconstruction(x_hat, xn, x)
         hidden = (torch.rand_like(xn) < p.mask_prob).to(xn.dtype)
         zt = run_dynamics(self.ae.encoder(xn * (1 - hidden)), self.memories, p.beta, p.alpha, p.steps)
         x_comp = self.ae.decoder(zt)

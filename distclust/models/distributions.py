@@ -6,7 +6,7 @@ Shapes: ``(..., D)`` tensors; every log-density / KL / log-likelihood sums over 
 last dimension and returns ``(...)`` (one value per row), so callers take the batch
 mean themselves. Densities are in nats.
 
-- ``reparameterize(mu, logvar, eps=None, generator=None)``
+- ``reparameterize(mu, logvar, eps=None, generator=None)``, ``sample_components(mu, logvar, n, generator)``
 - ``log_normal(x, mu, logvar)``, ``log_normal_components(z, mus, logvars)`` (N, K)
 - ``kl_normal(mu_q, logvar_q, mu_p, logvar_p)``
 - ``bernoulli_log_likelihood(logits, x)``, ``gaussian_log_likelihood(mean, x, logvar)``,
@@ -40,6 +40,12 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
 
 
 # --------------------------------------------------------------------------- densities and KLs
+def sample_components(mu: torch.Tensor, logvar: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(K, n, D): ``n`` seeded draws from each diagonal Gaussian N(mu_k, exp(logvar_k)) of a (K, D) mixture."""
+    eps = torch.randn(mu.shape[0], n, mu.shape[1], generator=generator).to(mu.device)
+    return mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps
+
+
 def log_normal(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(x; mu, diag(exp(logvar))) summed over the last dim (broadcasting)."""
     return -0.5 * (LOG_2PI + logvar + (x - mu) ** 2 * torch.exp(-logvar)).sum(-1)

@@ -48,7 +48,7 @@ from ..validation import require
 from .base import ClusterModel, ModelParams, Stage
 from .distributions import (SCHEDULES, categorical_kl, decoder_mean, gumbel_softmax, kl_normal,
                             log_exp_concrete_density, log_normal, recon_log_likelihood, reparameterize,
-                            sample_exp_concrete, schedule)
+                            sample_components, sample_exp_concrete, schedule)
 from .networks import GaussianEncoder, check_network_params, mlp
 
 RECON = ("bernoulli", "gaussian")
@@ -306,11 +306,9 @@ class GMVAE(ClusterModel):
     def generate(self, n_per_component: int = 8, seed: int = 0, mean: bool = True) -> torch.Tensor:
         """(K, n, input_dim) samples in RAW feature space: z ~ p(z|y), x = decoder mean (or a sample)."""
         g = torch.Generator().manual_seed(seed)
-        dev = self.component_means().device
         k, n = self.n_clusters, n_per_component
         mu, lv = self.component_means(), self.component_logvars()
-        eps = torch.randn(k, n, mu.shape[1], generator=g).to(dev)
-        z = mu.unsqueeze(1) + torch.exp(0.5 * lv).unsqueeze(1) * eps
+        z = sample_components(mu, lv, n, g)
         xm = decoder_mean(self.decode(z.reshape(k * n, -1)), self.params.recon)
         if not mean and self.params.recon == "bernoulli":
             xm = torch.bernoulli(xm, generator=g)

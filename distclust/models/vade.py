@@ -29,7 +29,8 @@ from torch.nn import functional as F
 from ..validation import require
 from .autoencoder import AEParams, AutoencoderModel, require_rows
 from .base import Stage
-from .distributions import decoder_mean, kl_normal, log_normal_components, recon_log_likelihood, reparameterize
+from .distributions import (decoder_mean, kl_normal, log_normal_components, recon_log_likelihood, reparameterize,
+                            sample_components)
 from .networks import typed_reconstruction_loss
 
 if TYPE_CHECKING:
@@ -92,9 +93,7 @@ class MixturePriorVAE(AutoencoderModel):
     def generate(self, n_per_cluster: int = 8, seed: int = 0) -> torch.Tensor:
         """z ~ N(μ_k, σ²_k) for each component k, decoded to the decoder's mean, in raw feature space."""
         _, mu, logvar = self.prior()
-        g = torch.Generator().manual_seed(seed)
-        eps = torch.randn(mu.shape[0], n_per_cluster, mu.shape[1], generator=g).to(mu.device)
-        z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps
+        z = sample_components(mu, logvar, n_per_cluster, torch.Generator().manual_seed(seed))
         x = decoder_mean(self.ae.decoder(z.reshape(-1, mu.shape[1])), self.params.recon)
         x = x * self.normalizer.scale + self.normalizer.shift
         return x.reshape(mu.shape[0], n_per_cluster, -1)
