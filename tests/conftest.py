@@ -101,8 +101,9 @@ _SPAWNS = ("run_cli(", "subprocess", "ray.init(", "Popen(")
 
 
 def _is_integration(item) -> bool:
-    """Needs a Ray cluster or starts a process (the CLI, a Ray head): not the fast tier."""
-    if "ray_cluster" in getattr(item, "fixturenames", ()):
+    """Needs a Ray cluster, starts a process (the CLI, a Ray head) or is marked so (it trains a model or
+    fits UMAP in-process: seconds, not milliseconds): not the fast tier."""
+    if "integration" in item.keywords or "ray_cluster" in getattr(item, "fixturenames", ()):
         return True
     try:
         src = inspect.getsource(item.function)
