@@ -32,8 +32,14 @@ WORK = ROOT / "bench" / "_work" / "choose_k"
 DIGITS_SETS = ["model.pretrain_epochs=30", "model.hidden=[256,256]", "scaling.num_workers=1"]
 
 
-def load(name: str):
-    """(Z, labels, true K, what Z is, K range)."""
+def load(name: str, models: dict[str, str] | None = None):
+    """(Z, labels, true K, what Z is, K range); ``models[name]``: embed with that trained artifact instead."""
+    if models and name in models:
+        from distclust import load as load_model
+
+        d = np.load(dataset(f"{name}.npz"))
+        Z = load_model(models[name]).transform(d["X"].astype(np.float32))
+        return Z, d["y"], 10, f"embedding ({Z.shape[1]}-d) of {Path(models[name]).name}, {len(Z)} rows", "5..30"
     if name == "digits":
         Z, y = ae_embedding("digits", dataset("digits.npz"), "digits-ae-kmeans.yaml", WORK, DIGITS_SETS)
         return Z, y, 10, "AE embedding (10-d) of tune/digits-k.yaml's trials", "2..20"
@@ -109,6 +115,8 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=10_000)
     ap.add_argument("--ray", action="store_true", help="run each K as a Ray task (local Ray)")
     ap.add_argument("--table", action="store_true", help="print the markdown table of the saved results")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
+                    help="embed data set NAME (mnist, fashion_mnist) with a trained model, e.g. the reference AE")
     a = ap.parse_args()
     if a.table:  # the table for docs/benchmarks.md and each data set's curves for docs/img/
         from distclust.report.plots import k_selection
@@ -128,7 +136,7 @@ def main() -> None:
 
         ensure_ray(None, num_cpus=2)
     for name in a.only.split(","):
-        Z, y, k, what, rng = load(name)
+        Z, y, k, what, rng = load(name, dict(m.split("=", 1) for m in a.model))
         sel = select_k(Z, parse_k_range(rng), seed=0, replicates=a.replicates, sample=a.sample, use_ray=a.ray)
         ok = {c: abs(v - k) <= 1 for c, v in sel.choices.items()}
         entry = {"true_k": k, "representation": what, "k_range": rng, "rows_total": len(Z), "chosen": sel.chosen,
@@ -136,7 +144,8 @@ def main() -> None:
                  "at_edge": sel.at_edge, "choices": sel.choices, "criteria_within_1": ok, "reason": sel.reason,
                  "warnings": sel.warnings, "criteria_rows": sel.rows, "criteria_s": sel.seconds,
                  "replicates": a.replicates, "sample": a.sample,
-                 "command": f"DISTCLUST_DATASETS=PATH python bench/choose_k.py --only {name}",
+                 "command": f"DISTCLUST_DATASETS=PATH python bench/choose_k.py --only {name}"
+                            + "".join(f" --model {m}" for m in a.model if m.startswith(name + "=")),
                  "labels_reported_only": label_check(Z, y, sorted({k, sel.chosen})), "table": sel.table}
         print(f"{name}: true {k}, chosen {sel.chosen} ({sel.reason}); {sel.choices}; {sel.seconds:.0f} s", flush=True)
         PARTS.mkdir(parents=True, exist_ok=True)

@@ -77,11 +77,12 @@ def main() -> None:
     wall = time.time() - t0
     history = json.loads((out / "model" / "history.json").read_text())
     scores = evaluate(out / "model", data)
-    row = {"seed": args.seed, **scores, "epochs": len(history), "wall_s": round(wall + pre_wall, 1),
+    epochs = sum(1 for r in history if r.get("stage") not in ("kmeans", "done") and r.get("epoch", 0) >= 1)
+    row = {"seed": args.seed, **scores, "epochs": epochs, "wall_s": round(wall + pre_wall, 1),
            "machine": machine()}
     if args.pretrained:
         row.update({"pretrained_from": str(Path(args.pretrained).name), "pretrain_wall_s": round(pre_wall, 1),
-                    "epochs": len(history) + int(pre_res.get("epochs", 0))})
+                    "epochs": epochs + int(pre_res.get("epochs", 0))})
     (out / "reference.json").write_text(json.dumps(row, indent=1))
     path = RESULTS / "reference" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

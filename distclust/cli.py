@@ -243,6 +243,18 @@ def _sub(sub, name: str, help: str, description: str, examples: str):
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _flags(s, **helps: str) -> None:
+    """The options several subcommands share, each with its own help: set, overwrite, quiet, resume
+    (flags or repeated KEY=VALUE) and seed (an int, default 0)."""
+    for name, help in helps.items():
+        if name == "set":
+            s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+        elif name == "seed":
+            s.add_argument("--seed", type=int, default=0, help=help)
+        else:
+            s.add_argument(f"--{name}", action="store_true", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distclust", description="Distributed deep clustering on Ray: ingest data, "
                                 "train a model with Ray Train, assign millions of rows, evaluate, sweep, submit.",
@@ -259,8 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", help="source: .npz (X, y), .npy, .csv, a Parquet file or folder, or builtin:digits; a table with --id-column")
     s.add_argument("out", help="output folder for the sharded dataset")
     s.add_argument("--shards", type=int, default=8, help="number of Parquet shards (≥ the number of workers)")
-    s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _flags(s, overwrite="replace OUT if it exists", quiet="no progress bar")
     g = s.add_argument_group("mixed-type tables (any of these reads SRC as a table: numbers, text, "
                              "booleans, dates, missing values)")
     g.add_argument("--id-column", help="the table's own id column (kept under its name and type; unique, no nulls)")
@@ -289,8 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory; the model lands in OUT/model")
     s.add_argument("--resume", action="store_true",
                    help="continue the run in OUT from its own last checkpoint (a finished run is left as it is)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
-    s.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    _flags(s, overwrite="replace an existing run in OUT", quiet="no per-epoch lines")
     s.set_defaults(fn=cmd_train)
 
     s = _sub(sub, "assign", "assign clusters to every row of a dataset",
@@ -302,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data", help="ingested dataset, a Parquet folder with id/features columns (any layout, "
                                 "Hive-partitioned included), or any file ingest reads")
     s.add_argument("out", help="output folder (keeps the input's folder layout)")
-    s.add_argument("--overwrite", action="store_true", help="replace OUT if it holds another assignment")
+    _flags(s, overwrite="replace OUT if it holds another assignment")
     s.add_argument("--actors", type=int, default=None, help="assignment actors (default: one per free CPU)")
     s.add_argument("--rows-per-unit", type=int, default=500_000, help="rows per output file / resume unit")
     s.add_argument("--threads-per-actor", type=int, default=1,
@@ -313,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stall-timeout", type=float, default=900.0,
                    help="fail when no part finishes for this many seconds (0 = wait forever)")
     s.add_argument("--keep", help="comma-separated columns of a raw table to copy into the output")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _flags(s, quiet="no progress bar")
     s.set_defaults(fn=cmd_assign)
 
     s = _sub(sub, "evaluate", "ACC / NMI / ARI / silhouette of an assignment against labels",
@@ -335,11 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="sweep directory (default runs/tune/NAME)")
     s.add_argument("--data", help="dataset; overrides the base job's data")
     s.add_argument("--base", help="job spec to sweep instead of the sweep's base (e.g. with tune/select-k.yaml)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base job key")
-    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep in --out")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing sweep in --out")
+    _flags(s, set="override a base job key", resume="continue an interrupted sweep in --out",
+           overwrite="replace an existing sweep in --out")
     s.add_argument("--address", help="Ray cluster address (default: local Ray)")
-    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    _flags(s, quiet="no progress lines")
     s.set_defaults(fn=cmd_tune)
 
     s = _sub(sub, "choose-k", "estimate the number of clusters without labels (stability, gap, DP)",
@@ -356,10 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="use this trained artifact's embedding instead of training the spec")
     s.add_argument("--sample", type=int, default=10_000, help="rows (seeded sample) the criteria use")
     s.add_argument("--replicates", type=int, default=5, help="half-splits per K and reference data sets")
-    s.add_argument("--seed", type=int, default=0, help="seed of the sample, splits and references")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job spec key")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    _flags(s, seed="seed of the sample, splits and references", set="override a job spec key",
+           overwrite="replace an existing output folder", quiet="no progress lines")
     s.set_defaults(fn=cmd_choose_k)
 
     s = _sub(sub, "report", "(re)render the HTML report of a training run or a tune sweep",
@@ -370,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample", type=int, default=5000, help="rows sampled for sizes, confusion and examples")
     s.add_argument("--projection", choices=["pca", "tsne"], default="pca",
                    help="2-D projection of the latents (tsne: slower, separates clusters better)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the sample and the projection")
+    _flags(s, seed="seed of the sample and the projection")
     s.set_defaults(fn=cmd_report)
 
     s = _sub(sub, "profile", "segment profiles of an assignment: sizes, medians, top levels, lift",
@@ -383,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output folder (default ASSIGN_DIR/_profile)")
     s.add_argument("--sample", type=int, default=200_000, help="rows sampled (seeded) for column statistics")
     s.add_argument("--exclude", help="comma-separated columns to leave out (e.g. a ground-truth column)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the row sample")
+    _flags(s, seed="seed of the row sample")
     s.set_defaults(fn=cmd_profile)
 
     default_address = os.environ.get("DISTCLUST_JOB_ADDRESS", "http://127.0.0.1:8265")
@@ -398,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="job server, e.g. http://HEAD:8265 (default: $DISTCLUST_JOB_ADDRESS or http://127.0.0.1:8265)")
     s.add_argument("--out", required=True, help="run directory ON THE CLUSTER's shared storage")
     s.add_argument("--data", help="dataset path or URI as the cluster sees it")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
+    _flags(s, set="override a spec key")
     s.add_argument("--pip", action="append", default=[], help="pip requirement for the job's runtime env")
     s.add_argument("--job-id", help="submission id (default: generated)")
     s.add_argument("--no-wait", action="store_true", help="return after submitting instead of following logs")

@@ -26,7 +26,7 @@ from .errors import SpecError, did_you_mean
 NORMALIZE_CHOICES = ("none", "standard", "minmax", "global-minmax")
 
 
-from .validation import build, require
+from .validation import build, param
 
 
 def as_dict(obj) -> dict:
@@ -39,74 +39,44 @@ class DataSpec:
     """Where the data is and how features are normalised inside the model."""
 
     path: str | None = None          # ingested Parquet folder, any file ingest reads, or builtin:NAME
-    normalize: str = "none"          # none | standard | minmax | global-minmax
-    shards: int = 8                  # shards written when a raw file must be ingested first
-    materialize: str = "auto"        # auto | always | never: each worker holds its shard in memory (auto: < 2 GiB)
-
-    def check(self, s: str) -> None:
-        require(self.normalize in NORMALIZE_CHOICES, f"{s}.normalize",
-                f"'{s}.normalize' is '{self.normalize}'", f"use one of {', '.join(NORMALIZE_CHOICES)}")
-        require(self.shards >= 1, f"{s}.shards", f"'{s}.shards' is {self.shards}", "use 1 or more shards")
-        require(self.materialize in ("auto", "always", "never"), f"{s}.materialize",
-                f"'{s}.materialize' is '{self.materialize}'", "use auto, always or never")
+    normalize: str = param("none", choices=NORMALIZE_CHOICES)
+    shards: int = param(8, ge=1)     # shards written when a raw file must be ingested first
+    # auto | always | never: each worker holds its shard in memory (auto: < 2 GiB)
+    materialize: str = param("auto", choices=("auto", "always", "never"))
 
 
 @dataclass
 class TrainSpec:
     """Settings of the shared training loop (not of a model)."""
 
-    batch_size: int = 256
+    batch_size: int = param(256, ge=1)
     seed: int = 0
-    checkpoint_every: int = 1        # epochs between checkpoints
-    eval_every: int = 1              # epochs between label metrics (0 = never); needs labels
-    shuffle_buffer: int = 20000      # rows in each worker's local shuffle buffer
-    max_failures: int = 0            # worker-group restarts Ray Train may do from the last checkpoint
-    early_stop_patience: int = 0     # stop a stage after this many epochs without improvement (0 = off)
-    early_stop_min_delta: float = 1e-3   # an improvement is a relative drop of at least this much
-    stall_timeout_s: float = 900.0   # fail a run with no finished step for this long (0 = wait forever)
+    checkpoint_every: int = param(1, ge=1)        # epochs between checkpoints
+    eval_every: int = param(1, ge=0, fix="use 0 (never) or a positive number of epochs")  # label metrics
+    shuffle_buffer: int = param(20000, ge=0, fix="use 0 (no shuffle) or more rows")  # each worker's buffer
+    max_failures: int = param(0, ge=-1, fix="use -1 (retry forever), 0 or more")  # Ray Train restarts
+    # stop a stage after this many epochs without improvement (0 = off)
+    early_stop_patience: int = param(0, ge=0, fix="use 0 (train every epoch) or a positive number of epochs such as 5")
+    # an improvement is a relative drop of at least this much
+    early_stop_min_delta: float = param(1e-3, ge=0, lt=1, fix="use a relative improvement in [0, 1), e.g. 0.001 (0.1 %)")
+    # fail a run with no finished step for this long (0 = wait forever)
+    stall_timeout_s: float = param(900.0, ge=0, fix="use a number of seconds such as 900, or 0 to turn the "
+                                                    "stall watchdog off")
     quiet: bool = False
-
-    def check(self, s: str) -> None:
-        require(self.batch_size >= 1, f"{s}.batch_size", f"'{s}.batch_size' is {self.batch_size}",
-                "use a positive batch size such as 256")
-        require(self.checkpoint_every >= 1, f"{s}.checkpoint_every",
-                f"'{s}.checkpoint_every' is {self.checkpoint_every}", "use 1 or more epochs")
-        require(self.eval_every >= 0, f"{s}.eval_every", f"'{s}.eval_every' is {self.eval_every}",
-                "use 0 (never) or a positive number of epochs")
-        require(self.shuffle_buffer >= 0, f"{s}.shuffle_buffer",
-                f"'{s}.shuffle_buffer' is {self.shuffle_buffer}", "use 0 (no shuffle) or more rows")
-        require(self.max_failures >= -1, f"{s}.max_failures",
-                f"'{s}.max_failures' is {self.max_failures}", "use -1 (retry forever), 0 or more")
-        require(self.early_stop_patience >= 0, f"{s}.early_stop_patience",
-                f"'{s}.early_stop_patience' is {self.early_stop_patience}",
-                "use 0 (train every epoch) or a positive number of epochs such as 5")
-        require(0 <= self.early_stop_min_delta < 1, f"{s}.early_stop_min_delta",
-                f"'{s}.early_stop_min_delta' is {self.early_stop_min_delta}",
-                "use a relative improvement in [0, 1), e.g. 0.001 (0.1 %)")
-        require(self.stall_timeout_s >= 0, f"{s}.stall_timeout_s", f"'{s}.stall_timeout_s' is {self.stall_timeout_s}",
-                "use a number of seconds such as 900, or 0 to turn the stall watchdog off")
 
 
 @dataclass
 class ScalingSpec:
     """How many Ray Train workers, on what, against which cluster."""
 
-    num_workers: int = 2
+    num_workers: int = param(2, ge=1)
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0
+    cpus_per_worker: float = param(1.0, gt=0)
+    gpus_per_worker: float = param(1.0, gt=0)
     address: str | None = None       # Ray address; null = start a local Ray
     storage_path: str | None = None  # checkpoints; default RUN_DIR/ray (shared storage on a cluster)
     local_num_cpus: int | None = None  # logical CPUs of a local Ray (default: max(cores, workers*cpus+1))
     autoscaling: bool = False        # the cluster adds nodes on demand: the pre-flight check only warns
-
-    def check(self, s: str) -> None:
-        require(self.num_workers >= 1, f"{s}.num_workers", f"'{s}.num_workers' is {self.num_workers}",
-                "use 1 or more workers")
-        require(self.cpus_per_worker > 0, f"{s}.cpus_per_worker",
-                f"'{s}.cpus_per_worker' is {self.cpus_per_worker}", "use a positive number such as 1")
-        require(self.gpus_per_worker > 0, f"{s}.gpus_per_worker",
-                f"'{s}.gpus_per_worker' is {self.gpus_per_worker}", "use a positive number such as 1")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """One real local Ray per test session (small num_cpus), shared with CLI subprocesses via RAY_ADDRESS."""
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -96,10 +97,29 @@ def run_cli(*args, timeout=600, env=None):
                           text=True, timeout=timeout, env=e, cwd=ROOT)
 
 
+_SPAWNS = ("run_cli(", "subprocess", "ray.init(", "Popen(")
+
+
+def _is_integration(item) -> bool:
+    """Needs a Ray cluster, starts a process (the CLI, a Ray head) or is marked so (it trains a model or
+    fits UMAP in-process: seconds, not milliseconds): not the fast tier."""
+    if "integration" in item.keywords or "ray_cluster" in getattr(item, "fixturenames", ()):
+        return True
+    try:
+        src = inspect.getsource(item.function)
+    except (OSError, TypeError, AttributeError):
+        return True
+    return any(s in src for s in _SPAWNS)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Fast tier first: tests that need no Ray cluster (pure functions, losses, spec, metrics) run
-    before the integration tier, so a broken basic fails within a minute."""
-    items.sort(key=lambda it: "ray_cluster" in getattr(it, "fixturenames", ()))
+    """Tiers: ``fast`` (pure functions, losses, spec, metrics — no Ray, no subprocess; ``-m fast``),
+    ``integration`` (a real Ray, the CLI) and ``slow`` (real data; ``-m slow``). The fast tier runs
+    first, so a broken basic fails within a minute."""
+    for it in items:
+        if "slow" not in it.keywords:
+            it.add_marker(pytest.mark.integration if _is_integration(it) else pytest.mark.fast)
+    items.sort(key=lambda it: "fast" not in it.keywords)
 
 
 def screenshot(exe: str, page: Path, shot: Path) -> None:

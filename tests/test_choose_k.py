@@ -19,6 +19,7 @@ def blobs5():
     return X, y
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_stability_and_gap_pick_the_known_k(blobs5):
     X, _ = blobs5
     sel = select_k(X, list(range(2, 10)), seed=0, replicates=3)
@@ -150,6 +151,7 @@ def test_a_tiny_sweep_selects_what_the_rule_says(ray_cluster, tmp_path):
     assert (tmp_path / "out" / "choose_k.png").is_file()
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_sweep_report_shows_the_per_k_curves_and_the_edge_warning(tmp_path, blobs5):
     """A sweep directory as `distclust tune` writes it with metric choose_k; the report draws every
     criterion's curve and repeats the edge warning."""

@@ -17,6 +17,7 @@ from distclust.models.clam import ClAM, ClamParams, clam_step, energy, run_dynam
 from distclust.spec import load_spec
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 @pytest.mark.parametrize("beta", [0.05, 1.0, 20.0])
 @pytest.mark.parametrize("clamped", [False, True])
 def test_energy_decreases_at_every_step_for_small_alpha(beta, clamped):
@@ -54,6 +55,7 @@ def test_large_beta_assignment_equals_nearest_prototype():
     assert len(set(dyn.tolist())) < len(set(near.tolist())) and (dyn != near).mean() > 0.3
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_large_beta_faiss_artifact_equals_dynamics_artifact(tmp_path):
     """assign: prototype (FAISS IndexFlatL2 on embed) serves ClAM's rule exactly when beta is large."""
     m, x = _random_clam(beta=1e4)
@@ -68,6 +70,7 @@ def test_large_beta_faiss_artifact_equals_dynamics_artifact(tmp_path):
     np.testing.assert_array_equal(a.predict(x.numpy()), m.predict_dynamics(x).numpy())
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_masked_training_improves_over_random_initialisation():
     X, y = make_blobs()
     X = (X - X.mean(0)) / X.std(0)

@@ -39,6 +39,7 @@ def test_dp_fit_recovers_k_and_matches_sklearn():
     np.testing.assert_allclose(np.sort(res.weights)[::-1][:6], np.sort(ref.weights_)[::-1][:6], atol=1e-3)
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_cluster_scale_prior_merges_non_gaussian_classes_and_matches_sklearn():
     """Four uniform squares: the default (weak, small) covariance prior splits them into pieces;
     a prior within-cluster variance near the true spread finds 4, with sklearn's weights."""
@@ -59,6 +60,7 @@ def test_cluster_scale_prior_merges_non_gaussian_classes_and_matches_sklearn():
         fit_dpgmm(X, 20, "diag", dof_prior=0.5)
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_full_covariance_and_streaming_equal_in_memory():
     X, _ = mixture(k=4, d=2, n=800, seed=1)
     a = fit_dpgmm(X, 10, "full", seed=0)

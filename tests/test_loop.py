@@ -46,6 +46,7 @@ def test_inprocess_and_one_ray_worker_give_the_same_model(ray_cluster, blobs_dat
     assert ray_res.history[0]["loss"] == pytest.approx(local.history[0]["loss"], rel=1e-4)
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_clusterer_without_ray_uses_the_same_loop(blobs_npz):
     d = np.load(blobs_npz)
     est = distclust.Clusterer("ae-kmeans", n_clusters=4, workers=0, latent_dim=4, hidden=[32], pretrain_epochs=3,

@@ -81,6 +81,7 @@ def in_process():
     return model.eval(), logs, X, y
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_head_reproduces_the_fitted_coordinates(in_process):
     model, logs, X, y = in_process
     f = model._fit
@@ -94,6 +95,7 @@ def test_head_reproduces_the_fitted_coordinates(in_process):
     assert logs["holdout_rows"] == 150 and logs["head_umap_agreement"] > 0.9
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_nearest_mean_artifact_assigns_through_faiss(in_process, tmp_path):
     from distclust.artifact import save_artifact
 
@@ -173,6 +175,7 @@ print('ok')
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_label_free_n_neighbors_rule_picks_the_true_structure():
     """On rings, 3 neighbours fragments each ring and 20 recovers them; the rule sees it without labels."""
     from sklearn.metrics import adjusted_rand_score

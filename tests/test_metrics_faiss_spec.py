@@ -83,3 +83,50 @@ def test_optional_float_keys_take_ints_and_null():
     assert isinstance(s.model.dp_dof, float)
     with pytest.raises(SpecError, match="model.dp_dof.*expected float or null"):
         load_spec(raw, ["model.dp_dof=lots"])
+
+
+def _outside(rule, is_int):
+    """A value the rule refuses (None when the rule has no bound to step over)."""
+    if rule.choices is not None:
+        return "no-such-choice"
+    for bound in (rule.ge, rule.gt):
+        if bound is not None:
+            return int(bound) - 1 if is_int else bound - 0.5
+    for bound in (rule.le, rule.lt):
+        if bound is not None:
+            return bound + 1
+    return None
+
+
+def test_every_declared_constraint_is_checked_with_its_key():
+    """Each model's Params and each spec section: the defaults pass, and a value just outside any declared
+    rule is a SpecError naming that key with a fix, whichever class in the hierarchy declared the rule."""
+    import dataclasses
+    import typing
+
+    from distclust.models.registry import get_model_class, model_names
+    from distclust.spec import DataSpec, ScalingSpec, TrainSpec
+    from distclust.validation import _rules, build
+
+    classes = [(get_model_class(n).Params, "model") for n in model_names()]
+    classes += [(DataSpec, "data"), (TrainSpec, "train"), (ScalingSpec, "scaling")]
+    checked = 0
+    for cls, section in classes:
+        build(cls, {}, section)                               # every default is allowed
+        hints = typing.get_type_hints(cls)
+        for name, rule in _rules(cls).items():
+            hint = str(hints[name])
+            bad = _outside(rule, "int" in hint and "float" not in hint)
+            if bad is None:
+                continue
+            value = [bad] if hint.startswith("list") else bad
+            with pytest.raises(SpecError, match=rf"'{section}\.{name}' is .*Fix: ") as e:
+                build(cls, {name: value}, section)
+            assert e.value.where == f"{section}.{name}", (cls.__name__, name)
+            checked += 1
+    assert checked > 100, checked
+    # a subclass that changes only a default keeps its parent's rule
+    from distclust.models.clam import DeepClamParams
+    assert dataclasses.fields(DeepClamParams)  # (a dataclass)
+    with pytest.raises(SpecError, match="model.lr"):
+        build(DeepClamParams, {"lr": 0}, "model")

@@ -113,6 +113,7 @@ def _random_artifact(path, dim, k, latent, seed):
     return save_artifact(m, path, data_info={})
 
 
+@pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_score_space_scores_the_trial_partition_in_the_chosen_space(tmp_path):
     """The partition is always the trial's; silhouette / Davies-Bouldin are computed in its own
     embedding, in a shared pretrained embedding, or on the normalised features."""

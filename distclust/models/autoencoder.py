@@ -6,16 +6,16 @@ scikit-learn's ``BaseMixture`` carries its mixtures; none extends another model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ArtifactError, DataError
-from ..validation import require
+from ..validation import param, require
 from .base import ClusterModel, ModelParams, Stage
-from .networks import (INITS, Autoencoder, check_network_params, reconstruction_loss, require_layout,
+from .networks import (INITS, Autoencoder, NetworkParams, reconstruction_loss, require_layout,
                        typed_reconstruction_loss)
 
 if TYPE_CHECKING:
@@ -26,46 +26,26 @@ _FIX = "pass RUN_DIR/model of a run with the same autoencoder (hidden, latent_di
 
 
 @dataclass
-class AEParams(ModelParams):
+class AEParams(NetworkParams, ModelParams):
     """The autoencoder and its pretraining, shared by every autoencoder-based model."""
 
-    latent_dim: int = 10
-    hidden: list[int] = field(default_factory=lambda: [500, 500, 2000])
-    activation: str = "relu"
-    recon: str = "mse"                 # mse | bce (features in [0, 1]) | typed (per-column losses of a table)
-    pretrain_epochs: int = 50
-    pretrain_lr: float = 1e-3
-    pretrain_optimizer: str = "adam"   # adam | sgd (DEC-keras: sgd, lr 1, momentum 0.9)
-    pretrain_momentum: float = 0.9
-    pretrain_lr_decay_every: int = 0   # epochs between lr × pretrain_lr_decay (0 = constant)
-    pretrain_lr_decay: float = 0.1
-    weight_init: str = "glorot"        # glorot | variance_scaling (DEC-keras' VarianceScaling(1/3, fan_in))
-    weight_decay: float = 0.0
-    column_dropout: float = 0.0        # recon: typed — share of table columns hidden from the encoder while
-    #                                    pretraining (denoising: the code must carry what columns share)
+    # mse | bce (features in [0, 1]) | typed (per-column losses of a table)
+    recon: str = param("mse", choices=("mse", "bce", "typed"),
+                       fix="use mse, bce (features scaled to [0, 1], e.g. normalize: global-minmax), or typed "
+                           "(tables ingested with --id-column)")
+    pretrain_epochs: int = param(50, ge=0)
+    pretrain_lr: float = param(1e-3, gt=0)
+    pretrain_optimizer: str = param("adam", choices=("adam", "sgd"))   # DEC-keras: sgd, lr 1, momentum 0.9
+    pretrain_momentum: float = param(0.9, ge=0, lt=1)
+    pretrain_lr_decay_every: int = param(0, ge=0)   # epochs between lr × pretrain_lr_decay (0 = constant)
+    pretrain_lr_decay: float = param(0.1, gt=0, le=1)
+    # glorot | variance_scaling (DEC-keras' VarianceScaling(1/3, fan_in))
+    weight_init: str = param("glorot", choices=INITS)
+    weight_decay: float = param(0.0, ge=0)
+    # recon: typed — share of table columns hidden from the encoder while pretraining (denoising: the
+    # code must carry what columns share); 0 = off
+    column_dropout: float = param(0.0, ge=0, lt=1)
     pretrained: str | None = None      # a model (or run) dir with the same autoencoder: load it, skip pretraining
-
-    def check(self, s: str) -> None:
-        super().check(s)
-        check_network_params(self, s, "[500, 500, 2000]")
-        require(self.recon in ("mse", "bce", "typed"), f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
-                "use mse, bce (features scaled to [0, 1], e.g. normalize: global-minmax), or typed "
-                "(tables ingested with --id-column)")
-        require(self.pretrain_optimizer in ("adam", "sgd"), f"{s}.pretrain_optimizer",
-                f"'{s}.pretrain_optimizer' is '{self.pretrain_optimizer}'", "use adam or sgd")
-        require(0 <= self.pretrain_momentum < 1 and self.pretrain_lr_decay_every >= 0 and 0 < self.pretrain_lr_decay <= 1,
-                f"{s}.pretrain_momentum", "pretrain_momentum must be in [0, 1), pretrain_lr_decay_every ≥ 0 and "
-                "pretrain_lr_decay in (0, 1]", "e.g. pretrain_momentum: 0.9, pretrain_lr_decay_every: 0")
-        require(self.weight_init in INITS, f"{s}.weight_init", f"'{s}.weight_init' is '{self.weight_init}'",
-                f"use {' or '.join(INITS)}")
-        require(self.pretrain_epochs >= 0, f"{s}.pretrain_epochs",
-                f"'{s}.pretrain_epochs' is {self.pretrain_epochs}", "use 0 or more epochs")
-        require(self.pretrain_lr > 0, f"{s}.pretrain_lr", f"'{s}.pretrain_lr' is {self.pretrain_lr}",
-                "use a positive learning rate such as 1e-3")
-        require(self.weight_decay >= 0, f"{s}.weight_decay", f"'{s}.weight_decay' is {self.weight_decay}",
-                "use 0 or a positive weight decay")
-        require(0 <= self.column_dropout < 1, f"{s}.column_dropout", f"'{s}.column_dropout' is {self.column_dropout}",
-                "use a share in [0, 1), e.g. 0.3 (0 = off)")
 
     def check_training(self, s: str) -> None:
         if self.pretrained:
@@ -90,14 +70,12 @@ class AEParams(ModelParams):
 class KMeansParams(AEParams):
     """AEParams plus the FAISS k-means that seeds prototypes on the embedding."""
 
-    kmeans_niter: int = 100
-    kmeans_nredo: int = 5
+    kmeans_niter: int = param(100, ge=1)
+    kmeans_nredo: int = param(5, ge=1)
     kmeans_sample: int = 200_000       # rows gathered over all workers for FAISS k-means
 
     def check(self, s: str) -> None:
         super().check(s)
-        require(self.kmeans_niter >= 1 and self.kmeans_nredo >= 1, f"{s}.kmeans_niter",
-                "k-means needs at least 1 iteration and 1 restart", "set kmeans_niter and kmeans_nredo ≥ 1")
         require(self.kmeans_sample >= self.n_clusters, f"{s}.kmeans_sample",
                 f"'{s}.kmeans_sample' ({self.kmeans_sample}) is below n_clusters", "raise kmeans_sample")
 

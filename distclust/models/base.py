@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 import torch
 from torch import nn
 
-from ..validation import require
+from ..validation import param
 
 if TYPE_CHECKING:
     from ..engine.context import WorkerContext
@@ -26,15 +26,14 @@ if TYPE_CHECKING:
 class ModelParams:
     """Hyper-parameters shared by every model; subclasses add their own fields."""
 
-    n_clusters: int = 10
+    n_clusters: int = param(10, ge=1, fix="use 1 or more clusters (and no more than the number of rows)")
     # keys (prefixes) that change how the training loss is weighted (annealed KL weights, loss weights):
     # trials that differ in them must not be compared on "loss"; UNWEIGHTED_METRIC is what to use instead
     LOSS_WEIGHTING: ClassVar[tuple[str, ...]] = ()
     UNWEIGHTED_METRIC: ClassVar[str | None] = None
 
     def check(self, s: str) -> None:
-        require(self.n_clusters >= 1, f"{s}.n_clusters", f"'{s}.n_clusters' is {self.n_clusters}",
-                "use 1 or more clusters (and no more than the number of rows)")
+        """Rules that tie several fields together (one field's own limits are declared with ``param``)."""
 
     def check_training(self, s: str) -> None:
         """Checks that only training needs (e.g. that a ``pretrained`` folder exists). A saved model is

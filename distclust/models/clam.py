@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..validation import require
+from ..validation import param, require
 from .autoencoder import AutoencoderModel, KMeansParams, kmeans_prototypes, require_rows
 from .base import ClusterModel, ModelParams, Stage
 
@@ -84,59 +84,42 @@ def run_dynamics(v: torch.Tensor, rho: torch.Tensor, beta: float, alpha: float, 
 
 
 # --------------------------------------------------------------------------- parameters
-def _check_clam(p, s: str) -> None:
-    require(p.beta > 0, f"{s}.beta", f"'{s}.beta' is {p.beta}",
-            "use a positive inverse temperature, of the order of 1 / (typical squared distance between points)")
-    require(p.steps >= 1, f"{s}.steps", f"'{s}.steps' is {p.steps}", "use 1 or more dynamics steps, e.g. 10")
-    require(0 < p.alpha < 2, f"{s}.alpha", f"'{s}.alpha' is {p.alpha}",
-            "use a step 0 < alpha < 2 (the energy decreases at every step there); 0.1 to 1 is usual")
-    require(0 < p.mask_prob < 1, f"{s}.mask_prob", f"'{s}.mask_prob' is {p.mask_prob}",
-            "use a masking probability strictly between 0 and 1, e.g. 0.2")
-    require(p.lr > 0, f"{s}.lr", f"'{s}.lr' is {p.lr}", "use a positive learning rate such as 0.01")
-    require(p.epochs >= 0, f"{s}.epochs", f"'{s}.epochs' is {p.epochs}", "use 0 or more epochs")
-    require(p.init in INIT_CHOICES + getattr(p, "_extra_init", ()), f"{s}.init", f"'{s}.init' is '{p.init}'",
-            f"use one of {', '.join(INIT_CHOICES + getattr(p, '_extra_init', ()))}")
-    require(p.assign in ASSIGN_CHOICES, f"{s}.assign", f"'{s}.assign' is '{p.assign}'",
-            f"use one of {', '.join(ASSIGN_CHOICES)}")
+@dataclass
+class ClamDynamics:
+    """The associative memory's keys, shared by ``clam`` and ``deep-clam`` (listed before their base)."""
+
+    # inverse temperature of the softmax over memories
+    beta: float = param(1.0, gt=0, fix="use a positive inverse temperature, of the order of 1 / (typical squared "
+                                       "distance between points)")
+    steps: int = param(10, ge=1)     # T: dynamics steps (training and assignment)
+    # dt/τ: step size
+    alpha: float = param(0.5, gt=0, lt=2, fix="use a step 0 < alpha < 2 (the energy decreases at every step "
+                                              "there); 0.1 to 1 is usual")
+    mask_prob: float = param(0.2, gt=0, lt=1)   # probability that an entry is hidden in pattern completion
+    lr: float = param(0.01, gt=0)    # Adam learning rate
+    epochs: int = param(30, ge=0)
+    # sample (random data points) | normal (seeded N(mean, std) of a sample)
+    init: str = param("sample", choices=INIT_CHOICES)
+    # dynamics (T steps, then nearest memory) | prototype (FAISS nearest memory)
+    assign: str = param("dynamics", choices=ASSIGN_CHOICES)
 
 
 @dataclass
-class ClamParams(ModelParams):
-    beta: float = 1.0          # inverse temperature of the softmax over memories
-    steps: int = 10            # T: dynamics steps (training and assignment)
-    alpha: float = 0.5         # dt/τ: step size, 0 < alpha < 2
-    mask_prob: float = 0.2     # probability that an entry is hidden in pattern completion
-    lr: float = 0.01           # Adam learning rate of the memories
-    epochs: int = 30
-    init: str = "sample"       # sample (random data points) | normal (seeded N(mean, std) of a sample)
+class ClamParams(ClamDynamics, ModelParams):
     init_sample: int = 20_000  # rows gathered over all workers for the seeding and its statistics
-    assign: str = "dynamics"   # dynamics (T steps, then nearest memory) | prototype (FAISS nearest memory)
 
     def check(self, s: str) -> None:
         super().check(s)
-        _check_clam(self, s)
         require(self.init_sample >= self.n_clusters, f"{s}.init_sample",
                 f"'{s}.init_sample' ({self.init_sample}) is below n_clusters", "raise init_sample")
 
 
 @dataclass
-class DeepClamParams(KMeansParams):
-    beta: float = 1.0
-    steps: int = 10
-    alpha: float = 0.5
-    mask_prob: float = 0.2
+class DeepClamParams(ClamDynamics, KMeansParams):
     lr: float = 1e-4            # Adam learning rate of the joint stage (encoder, decoder, memories)
-    epochs: int = 30
-    clam_weight: float = 1.0    # loss = reconstruction + clam_weight · masked completion
-    init: str = "sample"        # sample | normal | kmeans (FAISS k-means on the latent, kmeans_* keys)
-    assign: str = "dynamics"
-    _extra_init = ("kmeans",)
-
-    def check(self, s: str) -> None:
-        super().check(s)
-        _check_clam(self, s)
-        require(self.clam_weight >= 0, f"{s}.clam_weight", f"'{s}.clam_weight' is {self.clam_weight}",
-                "use 0 or a positive weight")
+    clam_weight: float = param(1.0, ge=0)   # loss = reconstruction + clam_weight · masked completion
+    # sample | normal | kmeans (FAISS k-means on the latent, kmeans_* keys)
+    init: str = param("sample", choices=INIT_CHOICES + ("kmeans",))
 
 
 # --------------------------------------------------------------------------- shared model code

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from ..validation import require
+from ..validation import param
 from .autoencoder import AutoencoderModel, KMeansParams, kmeans_prototypes
 from .base import Stage
 
@@ -37,38 +37,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class DECParams(KMeansParams):
-    alpha: float = 1.0                 # Student's t degrees of freedom
-    update_interval: int = 140         # optimiser steps between target refreshes (each step = workers × batch rows)
-    tol: float = 0.001                 # stop when fewer than this fraction of points change cluster
-    cluster_epochs: int = 50           # at most; the tolerance rule usually ends the stage earlier
-    cluster_lr: float = 1e-4
-    cluster_optimizer: str = "adam"    # adam | sgd (DEC-keras: sgd, lr 0.01, momentum 0.9)
-    cluster_momentum: float = 0.9
-
-    def check(self, s: str) -> None:
-        super().check(s)
-        require(self.alpha > 0, f"{s}.alpha", f"'{s}.alpha' is {self.alpha}", "use a positive value, e.g. 1")
-        require(self.update_interval >= 1, f"{s}.update_interval", f"'{s}.update_interval' is {self.update_interval}",
-                "use 1 or more steps, e.g. 140")
-        require(0 <= self.tol < 1, f"{s}.tol", f"'{s}.tol' is {self.tol}",
-                "use a fraction in [0, 1), e.g. 0.001 (0 = never stop early)")
-        require(self.cluster_epochs >= 0, f"{s}.cluster_epochs", f"'{s}.cluster_epochs' is {self.cluster_epochs}",
-                "use 0 or more epochs")
-        require(self.cluster_lr > 0, f"{s}.cluster_lr", f"'{s}.cluster_lr' is {self.cluster_lr}",
-                "use a positive learning rate such as 1e-4")
-        require(self.cluster_optimizer in ("adam", "sgd") and 0 <= self.cluster_momentum < 1, f"{s}.cluster_optimizer",
-                f"'{s}.cluster_optimizer' is '{self.cluster_optimizer}' (momentum {self.cluster_momentum})",
-                "use adam, or sgd with cluster_momentum in [0, 1)")
+    alpha: float = param(1.0, gt=0)    # Student's t degrees of freedom
+    # optimiser steps between target refreshes (each step = workers × batch rows)
+    update_interval: int = param(140, ge=1)
+    # stop when fewer than this fraction of points change cluster
+    tol: float = param(0.001, ge=0, lt=1, fix="use a fraction in [0, 1), e.g. 0.001 (0 = never stop early)")
+    cluster_epochs: int = param(50, ge=0)   # at most; the tolerance rule usually ends the stage earlier
+    cluster_lr: float = param(1e-4, gt=0)
+    cluster_optimizer: str = param("adam", choices=("adam", "sgd"))   # DEC-keras: sgd, lr 0.01, momentum 0.9
+    cluster_momentum: float = param(0.9, ge=0, lt=1)
 
 
 @dataclass
 class IDECParams(DECParams):
     LOSS_WEIGHTING: ClassVar[tuple[str, ...]] = ("gamma",)
-    gamma: float = 0.1                 # weight of the clustering (KL) loss against reconstruction, as in IDEC
-
-    def check(self, s: str) -> None:
-        super().check(s)
-        require(self.gamma >= 0, f"{s}.gamma", f"'{s}.gamma' is {self.gamma}", "use 0 or a positive weight, e.g. 0.1")
+    gamma: float = param(0.1, ge=0)    # weight of the clustering (KL) loss against reconstruction, as in IDEC
 
 
 def student_t_log_q(z: torch.Tensor, mu: torch.Tensor, alpha: float) -> torch.Tensor:

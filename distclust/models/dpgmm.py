@@ -34,7 +34,7 @@ import torch
 
 from .. import metrics as M
 from .dp_mixture import DPMixture, fit_dpgmm
-from ..validation import require
+from ..validation import param, require
 from .base import Stage
 from .vade import MixturePriorVAE, VaDEParams
 
@@ -44,45 +44,32 @@ if TYPE_CHECKING:
 
 @dataclass
 class DPGMMParams(VaDEParams):
-    n_clusters: int = 30               # K_max: truncation of the Dirichlet process
-    dp_covariance: str = "diag"        # diag | full (the VAE prior always uses the diagonal)
-    dp_alpha: float | None = None      # stick-breaking concentration; null = 1 / K_max (sklearn's default)
-    dp_cluster_scale: float | None = None  # prior within-cluster variance / data variance; null = sklearn's prior
+    # K_max: truncation of the Dirichlet process
+    n_clusters: int = param(30, ge=2, fix="use an upper bound K_max of 2 or more components, e.g. 30")
+    dp_covariance: str = param("diag", choices=("diag", "full"))   # the VAE prior always uses the diagonal
+    # stick-breaking concentration; null = 1 / K_max (sklearn's default)
+    dp_alpha: float | None = param(None, gt=0, fix="use a positive concentration, or null for 1/K_max")
+    # prior within-cluster variance / data variance; null = sklearn's prior
+    dp_cluster_scale: float | None = param(None, gt=0, fix="use a positive fraction of the latent variance such "
+                                                           "as 0.3, or null for sklearn's prior")
     dp_dof: float | None = None        # strength of that prior in pseudo-rows; null = latent_dim
     dp_sample: int = 20_000            # rows gathered (all workers) for the initial fit (rank 0, then broadcast)
-    dp_sample_iters: int = 300         # max variational iterations of that initial fit on the sample
-    dp_init_iters: int = 3             # then exact (all-reduced) iterations over every row
-    dp_iters: int = 2                  # exact variational iterations after each epoch
-    dp_damping: float = 0.5            # ρ: weight of the new statistics
-    dp_prune: float = 0.002            # prune components with N_k < dp_prune × rows
-    dp_threshold: float = 0.01         # weight above which a component counts as active (reports)
+    dp_sample_iters: int = param(300, ge=1)   # max variational iterations of that initial fit on the sample
+    dp_init_iters: int = param(3, ge=1)       # then exact (all-reduced) iterations over every row
+    dp_iters: int = param(2, ge=1)            # exact variational iterations after each epoch
+    dp_damping: float = param(0.5, gt=0, le=1, fix="use a weight in (0, 1]; 1 = no damping")   # ρ: new statistics' weight
+    # prune components with N_k < dp_prune × rows
+    dp_prune: float = param(0.002, ge=0, lt=0.5, fix="use a small fraction such as 0.002 (0 = never prune)")
+    dp_threshold: float = param(0.01, ge=0, lt=1)   # weight above which a component counts as active (reports)
     dp_posterior_var: bool = False     # add q's variance σ̃² to Σ r z² (E_q[z²]) instead of μ̃² only
 
     def check(self, s: str) -> None:
         super().check(s)
-        require(self.n_clusters >= 2, f"{s}.n_clusters", f"'{s}.n_clusters' (K_max) is {self.n_clusters}",
-                "use an upper bound of 2 or more components, e.g. 30")
-        require(self.dp_covariance in ("diag", "full"), f"{s}.dp_covariance",
-                f"'{s}.dp_covariance' is '{self.dp_covariance}'", "use diag or full")
-        require(self.dp_alpha is None or self.dp_alpha > 0, f"{s}.dp_alpha", f"'{s}.dp_alpha' is {self.dp_alpha}",
-                "use a positive concentration, or null for 1/K_max")
-        require(self.dp_cluster_scale is None or self.dp_cluster_scale > 0, f"{s}.dp_cluster_scale",
-                f"'{s}.dp_cluster_scale' is {self.dp_cluster_scale}",
-                "use a positive fraction of the latent variance such as 0.3, or null for sklearn's prior")
         require(self.dp_dof is None or self.dp_dof > self.latent_dim - 1, f"{s}.dp_dof",
                 f"'{s}.dp_dof' is {self.dp_dof} for a {self.latent_dim}-d latent",
                 f"use more than {self.latent_dim - 1} pseudo-rows (e.g. 300), or null")
         require(self.dp_sample >= self.n_clusters, f"{s}.dp_sample",
                 f"'{s}.dp_sample' ({self.dp_sample}) is below K_max ({self.n_clusters})", "raise dp_sample")
-        require(self.dp_init_iters >= 1 and self.dp_iters >= 1 and self.dp_sample_iters >= 1, f"{s}.dp_iters",
-                f"dp_sample_iters={self.dp_sample_iters}, dp_init_iters={self.dp_init_iters}, "
-                f"dp_iters={self.dp_iters}", "use 1 or more iterations")
-        require(0 < self.dp_damping <= 1, f"{s}.dp_damping", f"'{s}.dp_damping' is {self.dp_damping}",
-                "use a weight in (0, 1]; 1 = no damping")
-        require(0 <= self.dp_prune < 0.5, f"{s}.dp_prune", f"'{s}.dp_prune' is {self.dp_prune}",
-                "use a small fraction such as 0.002 (0 = never prune)")
-        require(0 <= self.dp_threshold < 1, f"{s}.dp_threshold", f"'{s}.dp_threshold' is {self.dp_threshold}",
-                "use a weight such as 0.01")
 
 
 class VAEDPGMM(MixturePriorVAE):

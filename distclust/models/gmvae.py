@@ -44,12 +44,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..validation import require
+from ..validation import param, require
 from .base import ClusterModel, ModelParams, Stage
 from .distributions import (SCHEDULES, categorical_kl, decoder_mean, gumbel_softmax, kl_normal,
                             log_exp_concrete_density, log_normal, recon_log_likelihood, reparameterize,
                             sample_components, sample_exp_concrete, schedule)
-from .networks import GaussianEncoder, check_network_params, mlp
+from .networks import GaussianEncoder, NetworkParams, mlp
 
 RECON = ("bernoulli", "gaussian")
 ENCODERS = ("shared", "separate")
@@ -57,34 +57,20 @@ ENCODERS = ("shared", "separate")
 
 # --------------------------------------------------------------------------- parameters
 @dataclass
-class GMVAEParams(ModelParams):
-    latent_dim: int = 10
+class GMVAEParams(NetworkParams, ModelParams):
+    n_clusters: int = param(10, ge=2, fix="a mixture needs 2 or more components, e.g. 10")
     hidden: list[int] = field(default_factory=lambda: [512, 256])   # encoder trunk; decoder mirrors it
-    activation: str = "relu"
-    recon: str = "bernoulli"          # bernoulli (features in [0, 1], e.g. global-minmax) | gaussian
+    # bernoulli (features in [0, 1], e.g. global-minmax) | gaussian
+    recon: str = param("bernoulli", choices=RECON,
+                       fix="use bernoulli (features scaled to [0, 1], data.normalize: global-minmax) or gaussian")
     recon_logvar: float = 0.0         # log-variance of the Gaussian decoder (recon: gaussian)
-    prior_scale: float = 1.0          # std of the random init of the component means mu_y
-    encoder: str = "shared"           # shared: q(y|x) and q(z|x,y) share an MLP trunk on x;
-                                      # separate: each its own MLP on x (Arias), q(z|x,y) on [x, y]
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-
-    def check(self, s: str) -> None:
-        super().check(s)
-        require(self.n_clusters >= 2, f"{s}.n_clusters", f"'{s}.n_clusters' is {self.n_clusters}",
-                "a mixture needs 2 or more components")
-        check_network_params(self, s, "[512, 256]")
-        require(self.recon in RECON, f"{s}.recon", f"'{s}.recon' is '{self.recon}'",
-                "use bernoulli (features scaled to [0, 1], data.normalize: global-minmax) or gaussian")
-        require(self.encoder in ENCODERS, f"{s}.encoder", f"'{s}.encoder' is '{self.encoder}'",
-                f"use one of {', '.join(ENCODERS)}")
-        require(self.prior_scale > 0, f"{s}.prior_scale", f"'{s}.prior_scale' is {self.prior_scale}",
-                "use a positive scale such as 1.0")
-        require(self.epochs >= 1, f"{s}.epochs", f"'{s}.epochs' is {self.epochs}", "use 1 or more epochs")
-        require(self.lr > 0, f"{s}.lr", f"'{s}.lr' is {self.lr}", "use a positive learning rate such as 1e-3")
-        require(self.weight_decay >= 0, f"{s}.weight_decay", f"'{s}.weight_decay' is {self.weight_decay}",
-                "use 0 or a positive weight decay")
+    prior_scale: float = param(1.0, gt=0)   # std of the random init of the component means mu_y
+    # shared: q(y|x) and q(z|x,y) share an MLP trunk on x; separate: each its own MLP on x (Arias),
+    # q(z|x,y) on [x, y]
+    encoder: str = param("shared", choices=ENCODERS)
+    epochs: int = param(30, ge=1)
+    lr: float = param(1e-3, gt=0)
+    weight_decay: float = param(0.0, ge=0)
 
 
 @dataclass
@@ -93,26 +79,17 @@ class RelaxedParams(GMVAEParams):
 
     LOSS_WEIGHTING: ClassVar[tuple[str, ...]] = ("w_", "temperature")
 
-    temperature_schedule: str = "exp"   # exp | linear | cosine | step | constant
-    temperature_start: float = 1.0
-    temperature_end: float = 0.5        # the minimum temperature
-    temperature_decay: float = 0.013876  # exp: rate per epoch (Arias' decay_temp_rate); 0 → derived from anneal
-    temperature_warmup_epochs: float = 0.0
-    temperature_anneal_epochs: float = 0.0  # linear/cosine/step: epochs from start to end after the warm-up
+    temperature_schedule: str = param("exp", choices=SCHEDULES)
+    temperature_start: float = param(1.0, gt=0)
+    temperature_end: float = param(0.5, gt=0)        # the minimum temperature
+    # exp: rate per epoch (Arias' decay_temp_rate); 0 → derived from anneal
+    temperature_decay: float = param(0.013876, ge=0)
+    temperature_warmup_epochs: float = param(0.0, ge=0)
+    temperature_anneal_epochs: float = param(0.0, ge=0)  # linear/cosine/step: epochs from start to end after the warm-up
     hard: bool = False                  # straight-through one-hot samples
 
     def check(self, s: str) -> None:
         super().check(s)
-        require(self.temperature_schedule in SCHEDULES, f"{s}.temperature_schedule",
-                f"'{s}.temperature_schedule' is '{self.temperature_schedule}'", f"use one of {', '.join(SCHEDULES)}")
-        require(self.temperature_start > 0 and self.temperature_end > 0, f"{s}.temperature_start",
-                f"temperatures must be positive (start {self.temperature_start}, end {self.temperature_end})",
-                "use e.g. temperature_start: 1.0, temperature_end: 0.5")
-        require(self.temperature_decay >= 0, f"{s}.temperature_decay", f"'{s}.temperature_decay' is "
-                f"{self.temperature_decay}", "use 0 or a positive decay rate per epoch, e.g. 0.013876")
-        require(self.temperature_warmup_epochs >= 0 and self.temperature_anneal_epochs >= 0,
-                f"{s}.temperature_anneal_epochs", "temperature warm-up / anneal epochs must be ≥ 0",
-                "set them to 0 or more epochs")
         require(not (self.temperature_schedule == "exp" and self.temperature_decay == 0
                      and self.temperature_anneal_epochs == 0), f"{s}.temperature_decay",
                 "an exp temperature schedule needs temperature_decay > 0 or temperature_anneal_epochs > 0",
@@ -127,46 +104,31 @@ class RelaxedParams(GMVAEParams):
 
 @dataclass
 class GumbelParams(RelaxedParams):
-    w_rec: float = 1.0
-    w_cat: float = 1.0
-    w_gauss: float = 1.0
-
-    def check(self, s: str) -> None:
-        super().check(s)
-        for key in ("w_rec", "w_cat", "w_gauss"):
-            require(getattr(self, key) >= 0, f"{s}.{key}", f"'{s}.{key}' is {getattr(self, key)}",
-                    "use a non-negative loss weight such as 1.0")
+    w_rec: float = param(1.0, ge=0)
+    w_cat: float = param(1.0, ge=0)
+    w_gauss: float = param(1.0, ge=0)
 
 
 @dataclass
 class ConcreteParams(RelaxedParams):
     LOSS_WEIGHTING: ClassVar[tuple[str, ...]] = ("w_", "temperature", "kl_")
     UNWEIGHTED_METRIC: ClassVar[str | None] = "neg_elbo"   # the bound with KL weight 1, whatever the schedule
-    kl_schedule: str = "linear"         # linear | cosine | step | constant | exp (weight on KL(q(y|x) ‖ p(y)))
-    kl_start: float = 0.0
-    kl_end: float = 1.0
-    kl_warmup_epochs: float = 0.0       # held at kl_start
-    kl_anneal_epochs: float = 10.0      # then moved to kl_end over this many epochs
-    kl_levels: int = 4                  # kl_schedule: step — number of equal jumps
-    y_kl: str = "analytic"              # analytic (categorical KL) | relaxed (Concrete densities, MC)
-    prior_temperature: float = 0.0      # y_kl: relaxed — temperature of the prior Concrete (0: same as q's)
+    # linear | cosine | step | constant | exp (weight on KL(q(y|x) ‖ p(y)))
+    kl_schedule: str = param("linear", choices=SCHEDULES)
+    kl_start: float = param(0.0, ge=0, fix="anneal from 0 to 1: kl_start: 0, kl_end: 1")
+    kl_end: float = param(1.0, ge=0, fix="anneal from 0 to 1: kl_start: 0, kl_end: 1")
+    kl_warmup_epochs: float = param(0.0, ge=0)       # held at kl_start
+    kl_anneal_epochs: float = param(10.0, ge=0)      # then moved to kl_end over this many epochs
+    kl_levels: int = param(4, ge=1)                  # kl_schedule: step — number of equal jumps
+    # analytic (categorical KL) | relaxed (Concrete densities, MC)
+    y_kl: str = param("analytic", choices=("analytic", "relaxed"))
+    # y_kl: relaxed — temperature of the prior Concrete (0: same as q's)
+    prior_temperature: float = param(0.0, ge=0, fix="use 0 (same as q) or a positive temperature")
 
     def check(self, s: str) -> None:
         super().check(s)
-        require(self.kl_schedule in SCHEDULES, f"{s}.kl_schedule", f"'{s}.kl_schedule' is '{self.kl_schedule}'",
-                f"use one of {', '.join(SCHEDULES)}")
-        require(self.kl_start >= 0 and self.kl_end >= 0, f"{s}.kl_start",
-                f"KL weights must be ≥ 0 (kl_start {self.kl_start}, kl_end {self.kl_end})",
-                "anneal from 0 to 1: kl_start: 0, kl_end: 1")
-        require(self.kl_warmup_epochs >= 0 and self.kl_anneal_epochs >= 0, f"{s}.kl_anneal_epochs",
-                "kl_warmup_epochs and kl_anneal_epochs must be ≥ 0", "set them to 0 or more epochs")
         require(not (self.kl_schedule == "exp" and (self.kl_start <= 0 or self.kl_end <= 0)), f"{s}.kl_schedule",
                 "an exp KL schedule needs positive kl_start and kl_end", "use linear, cosine or step to start at 0")
-        require(self.kl_levels >= 1, f"{s}.kl_levels", f"'{s}.kl_levels' is {self.kl_levels}", "use 1 or more")
-        require(self.y_kl in ("analytic", "relaxed"), f"{s}.y_kl", f"'{s}.y_kl' is '{self.y_kl}'",
-                "use analytic or relaxed")
-        require(self.prior_temperature >= 0, f"{s}.prior_temperature",
-                f"'{s}.prior_temperature' is {self.prior_temperature}", "use 0 (same as q) or a positive temperature")
 
     def kl_weight_fn(self):
         w = self.kl_warmup_epochs

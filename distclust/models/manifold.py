@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from ..validation import require
+from ..validation import param, require
 from .autoencoder import AEParams, AutoencoderModel
 from .base import Stage
 from .networks import mlp
@@ -52,61 +52,44 @@ if TYPE_CHECKING:
 @dataclass
 class ManifoldParams(AEParams):
     manifold_sample: int = 100_000     # rows (all workers) UMAP and the mixture are fitted on
-    holdout: int = 5000                # further rows kept out of the fit, to compare head vs UMAP.transform
-    n_components: int = 10             # UMAP dimensions (N2D: the number of clusters)
-    n_neighbors: int = 20              # UMAP n_neighbors (used when select_n_neighbors is empty)
-    min_dist: float = 0.0              # UMAP min_dist (0 packs clusters tightly: N2D's choice)
-    umap_epochs: int | None = None     # UMAP n_epochs (null: umap-learn's default, 200 above 10k rows)
-    select_n_neighbors: list[int] = field(default_factory=list)   # candidates for the label-free rule
+    holdout: int = param(5000, ge=0)   # further rows kept out of the fit, to compare head vs UMAP.transform
+    # UMAP dimensions (N2D: the number of clusters)
+    n_components: int = param(10, ge=1, fix="use 1 or more UMAP dimensions, e.g. 10 (or 2 to draw the manifold "
+                                            "as it is)")
+    n_neighbors: int = param(20, ge=2)   # UMAP n_neighbors (used when select_n_neighbors is empty)
+    # UMAP min_dist (0 packs clusters tightly: N2D's choice)
+    min_dist: float = param(0.0, ge=0, le=1, fix="use a value in [0, 1] (UMAP needs min_dist ≤ spread = 1), e.g. 0")
+    # UMAP n_epochs (null: umap-learn's default, 200 above 10k rows)
+    umap_epochs: int | None = param(None, ge=1, fix="use null (umap-learn's default) or 1 or more")
+    # candidates for the label-free rule
+    select_n_neighbors: list[int] = param(factory=list, ge=2, fix="list candidates of 2 or more neighbours, e.g. "
+                                                                  "[5, 10, 20, 40], or [] to use n_neighbors")
     select_sample: int = 10_000        # rows the rule fits on (a seeded subset of the sample)
-    select_seeds: int = 2              # UMAP+GMM seeds per candidate
-    gmm_n_init: int = 1
-    gmm_reg_covar: float = 1e-6
-    head_hidden: list[int] = field(default_factory=lambda: [256, 256])
-    head_epochs: int = 20
-    head_lr: float = 1e-3
-    head_knn: int = 10                 # neighbours of the k-NN target (0: regression on the sample only)
-    head_resp_weight: float = 1.0      # weight of KL(mixture posterior at the fitted point ‖ at the head's point)
-    assign: str = "proba"              # proba: mixture posterior | nearest: nearest component mean (FAISS)
+    # UMAP+GMM seeds per candidate
+    select_seeds: int = param(2, ge=1, fix="use 1 or more seeds (2 lets the rule see instability)")
+    gmm_n_init: int = param(1, ge=1)
+    gmm_reg_covar: float = param(1e-6, gt=0)
+    head_hidden: list[int] = param(factory=lambda: [256, 256], ge=1,
+                                   fix="use positive layer widths, e.g. [256, 256] ([] = a linear head)")
+    head_epochs: int = param(20, ge=1, fix="use 1 or more epochs: assignment goes through the head")
+    head_lr: float = param(1e-3, gt=0)
+    # neighbours of the k-NN target (0: regression on the sample only)
+    head_knn: int = param(10, ge=0)
+    # weight of KL(mixture posterior at the fitted point ‖ at the head's point)
+    head_resp_weight: float = param(1.0, ge=0)
+    # proba: mixture posterior | nearest: nearest component mean (FAISS)
+    assign: str = param("proba", choices=("proba", "nearest"))
 
     def check(self, s: str) -> None:
         super().check(s)
-        require(self.n_components >= 1, f"{s}.n_components", f"'{s}.n_components' is {self.n_components}",
-                "use 1 or more UMAP dimensions, e.g. 10 (or 2 to draw the manifold as it is)")
-        require(self.n_neighbors >= 2, f"{s}.n_neighbors", f"'{s}.n_neighbors' is {self.n_neighbors}",
-                "use 2 or more neighbours, e.g. 10 or 20")
-        require(all(n >= 2 for n in self.select_n_neighbors), f"{s}.select_n_neighbors",
-                f"'{s}.select_n_neighbors' is {self.select_n_neighbors}",
-                "list candidates of 2 or more neighbours, e.g. [5, 10, 20, 40], or [] to use n_neighbors")
-        require(0.0 <= self.min_dist <= 1.0, f"{s}.min_dist", f"'{s}.min_dist' is {self.min_dist}",
-                "use a value in [0, 1] (UMAP needs min_dist ≤ spread = 1), e.g. 0")
-        require(self.umap_epochs is None or self.umap_epochs >= 1, f"{s}.umap_epochs",
-                f"'{s}.umap_epochs' is {self.umap_epochs}", "use null (umap-learn's default) or 1 or more")
         biggest = max([self.n_neighbors, *self.select_n_neighbors])
         need = max(self.n_clusters, biggest + 1, self.n_components + 2)
         require(self.manifold_sample >= need, f"{s}.manifold_sample",
                 f"'{s}.manifold_sample' ({self.manifold_sample}) is too small for n_clusters={self.n_clusters}, "
                 f"n_neighbors up to {biggest} and n_components={self.n_components}",
                 f"use at least {need} rows, e.g. 100000")
-        require(self.holdout >= 0, f"{s}.holdout", f"'{s}.holdout' is {self.holdout}", "use 0 or more rows")
-        require(self.select_seeds >= 1, f"{s}.select_seeds", f"'{s}.select_seeds' is {self.select_seeds}",
-                "use 1 or more seeds (2 lets the rule see instability)")
         require(not self.select_n_neighbors or self.select_sample >= need, f"{s}.select_sample",
                 f"'{s}.select_sample' ({self.select_sample}) is below {need}", f"use at least {need} rows")
-        require(self.gmm_n_init >= 1, f"{s}.gmm_n_init", f"'{s}.gmm_n_init' is {self.gmm_n_init}", "use 1 or more")
-        require(self.gmm_reg_covar > 0, f"{s}.gmm_reg_covar", f"'{s}.gmm_reg_covar' is {self.gmm_reg_covar}",
-                "use a small positive value, e.g. 1e-6")
-        require(all(h >= 1 for h in self.head_hidden), f"{s}.head_hidden", f"'{s}.head_hidden' is {self.head_hidden}",
-                "use positive layer widths, e.g. [256, 256] ([] = a linear head)")
-        require(self.head_epochs >= 1, f"{s}.head_epochs", f"'{s}.head_epochs' is {self.head_epochs}",
-                "use 1 or more epochs: assignment goes through the head")
-        require(self.head_lr > 0, f"{s}.head_lr", f"'{s}.head_lr' is {self.head_lr}", "use e.g. 1e-3")
-        require(self.head_knn >= 0, f"{s}.head_knn", f"'{s}.head_knn' is {self.head_knn}",
-                "use 0 (sample regression only) or a few neighbours, e.g. 10")
-        require(self.head_resp_weight >= 0, f"{s}.head_resp_weight", f"'{s}.head_resp_weight' is "
-                f"{self.head_resp_weight}", "use 0 (coordinates only) or a positive weight, e.g. 1")
-        require(self.assign in ("proba", "nearest"), f"{s}.assign", f"'{s}.assign' is '{self.assign}'",
-                "use proba (mixture posterior) or nearest (nearest component mean)")
 
 
 def gmm_log_resp(y: torch.Tensor, log_w: torch.Tensor, means: torch.Tensor, prec_chol: torch.Tensor) -> torch.Tensor:

@@ -1,24 +1,24 @@
 """Encoders and decoders shared by every model (one place, as in ClustPy)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from ..validation import param
+
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
-def check_network_params(p, s: str, example: str = "[500, 500, 2000]") -> None:
-    """Validate the ``latent_dim`` / ``hidden`` / ``activation`` keys every MLP-based model has."""
-    from ..validation import require
+@dataclass
+class NetworkParams:
+    """The keys of every MLP-based model's networks (a model's Params lists it before ``ModelParams``)."""
 
-    require(p.latent_dim >= 1, f"{s}.latent_dim", f"'{s}.latent_dim' is {p.latent_dim}",
-            "use a latent size of 1 or more, e.g. 10")
-    require(len(p.hidden) >= 1 and all(h >= 1 for h in p.hidden), f"{s}.hidden", f"'{s}.hidden' is {p.hidden}",
-            f"use one or more positive layer widths, e.g. {example}")
-    require(p.activation in ACTIVATIONS, f"{s}.activation", f"'{s}.activation' is '{p.activation}'",
-            f"use one of {', '.join(ACTIVATIONS)}")
+    latent_dim: int = param(10, ge=1)
+    hidden: list[int] = param(factory=lambda: [500, 500, 2000], ge=1, min_items=1)   # encoder; decoder mirrors it
+    activation: str = param("relu", choices=tuple(ACTIVATIONS))
 
 
 def mlp(dims: Sequence[int], activation: str = "relu", last_activation: bool = False,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..validation import require
+from ..validation import param, require
 from .autoencoder import AEParams, AutoencoderModel, require_rows
 from .base import Stage
 from .distributions import (decoder_mean, kl_normal, log_normal_components, recon_log_likelihood, reparameterize,
@@ -43,17 +43,14 @@ class VaDEParams(AEParams):
     #                                    | typed (a table's per-column likelihoods: Gaussian, Bernoulli, categorical)
     recon_logvar: float = 0.0          # log σ² of the Gaussian decoder (recon: mse), e.g. -4.6 for σ² = 0.01
     gmm_sample: int = 70_000           # rows gathered (all workers) for the GMM initialisation
-    gmm_n_init: int = 1
-    epochs: int = 50                   # VaDE ELBO epochs
-    lr: float = 2e-3
+    gmm_n_init: int = param(1, ge=1)
+    epochs: int = param(50, ge=0)      # VaDE ELBO epochs
+    lr: float = param(2e-3, gt=0)
 
     def check(self, s: str) -> None:
         super().check(s)
-        require(self.epochs >= 0, f"{s}.epochs", f"'{s}.epochs' is {self.epochs}", "use 0 or more epochs")
-        require(self.lr > 0, f"{s}.lr", f"'{s}.lr' is {self.lr}", "use a positive learning rate such as 2e-3")
         require(self.gmm_sample >= self.n_clusters, f"{s}.gmm_sample",
                 f"'{s}.gmm_sample' ({self.gmm_sample}) is below n_clusters ({self.n_clusters})", "raise gmm_sample")
-        require(self.gmm_n_init >= 1, f"{s}.gmm_n_init", f"'{s}.gmm_n_init' is {self.gmm_n_init}", "use 1 or more")
 
 
 def mixture_elbo_terms(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, log_pi: torch.Tensor,

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SpecError, did_you_mean
+from ..errors import SpecError
 from ..spec import apply_overrides, read_yaml
-from ..validation import build, require
+from ..validation import build, param, require
 
 SCORE_SPACES = ("embedding", "pretrained", "features")
 METRIC_MODES = {"choose_k": "max", "silhouette": "max", "davies_bouldin": "min", "bic": "min", "loss": "min",
@@ -23,19 +23,20 @@ class SweepSpec:
     search: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
     data: str | None = None
-    algorithm: str = "grid"
-    num_samples: int = 1
-    metric: str | None = None          # None: choose_k when model.n_clusters is searched, else silhouette
+    algorithm: str = param("grid", choices=("grid", "random", "optuna"))
+    num_samples: int = param(1, ge=1)
+    # None: choose_k when model.n_clusters is searched, else silhouette
+    metric: str | None = param(None, choices=tuple(METRIC_MODES))
     # DEC, IDEC and VaDE reshape their own embedding around the K clusters they were given: on
     # MNIST every K scored a silhouette of ~0.9 there and the smallest K won. Comparing all
     # trials' partitions in one space that does not depend on K avoids that.
-    score_space: str = "embedding"
+    score_space: str = param("embedding", choices=SCORE_SPACES)
     labels_for_selection: bool = False
-    scheduler: str = "asha"
+    scheduler: str = param("asha", choices=("asha", "none"))
     asha_grace_period: int = 1
     asha_reduction_factor: int = 2
     asha_metric: str = "loss"
-    max_concurrent_trials: int = 1
+    max_concurrent_trials: int = param(1, ge=1)
     trial_cpus: float = 0.01          # the trial driver itself; its Train workers ask for their own
     eval_sample: int = 5000
     seed: int = 0
@@ -46,26 +47,14 @@ class SweepSpec:
             self.metric = "choose_k" if "model.n_clusters" in self.search else "silhouette"
 
     def check(self, s: str) -> None:
-        require(self.algorithm in ("grid", "random", "optuna"), f"{s}.algorithm",
-                f"'{s}.algorithm' is '{self.algorithm}'", "use grid, random or optuna")
-        require(self.metric in METRIC_MODES, f"{s}.metric",
-                f"'{s}.metric' is '{self.metric}'.{did_you_mean(self.metric, METRIC_MODES)}",
-                f"use one of {', '.join(METRIC_MODES)}")
         require(self.metric not in LABEL_METRICS or self.labels_for_selection, f"{s}.metric",
                 f"'{s}.metric' is '{self.metric}', a label metric, but labels_for_selection is false",
                 "choose a label-free metric (silhouette, davies_bouldin, bic, loss, stability) or set "
                 "labels_for_selection: true")
-        require(self.score_space in SCORE_SPACES, f"{s}.score_space",
-                f"'{s}.score_space' is '{self.score_space}'.{did_you_mean(self.score_space, SCORE_SPACES)}",
-                f"use one of {', '.join(SCORE_SPACES)}")
         if self.metric == "choose_k":
             from ..choose_k import check_sweep
 
             check_sweep(self, s)
-        require(self.scheduler in ("asha", "none"), f"{s}.scheduler", f"'{s}.scheduler' is '{self.scheduler}'",
-                "use asha or none")
-        require(self.num_samples >= 1 and self.max_concurrent_trials >= 1, f"{s}.num_samples",
-                "num_samples and max_concurrent_trials must be ≥ 1", "set them to 1 or more")
         require(bool(self.search), f"{s}.search", "the sweep has an empty search space",
                 "add at least one key, e.g. model.n_clusters: {grid: [5, 10, 15]}")
         for key, dom in self.search.items():
