@@ -41,7 +41,7 @@ def table(folder: Path = RESULTS / "reference") -> str:
             f"| {path.stem} | {', '.join(str(s['seed']) for s in seeds)} | {_mean_sd(acc)} | {min(acc):.3f} | "
             f"{max(acc):.3f} | {_mean_sd([s['nmi'] for s in seeds])} | {'≥ %.2f' % target if target else '—'} | "
             f"{ref} | {', '.join(str(s['epochs']) for s in seeds)} | "
-            f"{', '.join(f'{s['wall_s'] / 60:.0f}' for s in seeds)} | {seeds[0].get('machine', '?')} |")
+            f"{', '.join('%.0f' % (s['wall_s'] / 60) for s in seeds)} | {seeds[0].get('machine', '?')} |")
     return "\n".join(rows)
 
 
