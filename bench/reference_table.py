@@ -2,7 +2,8 @@
 (written by ``bench/reference.py``, one row per seed): mean ± sample SD, min and max of ACC over the
 seeds run so far, NMI, epochs and wall time, beside each model's target (issue 17).
 
-    python bench/reference_table.py
+    python bench/reference_table.py            # print it
+    python bench/reference_table.py --write    # and put it between the markers in docs/benchmarks.md
 """
 from __future__ import annotations
 
@@ -45,5 +46,15 @@ def table(folder: Path = RESULTS / "reference") -> str:
     return "\n".join(rows)
 
 
+def write(doc: Path) -> None:
+    """Replace what lies between ``<!-- reference-table -->`` and ``<!-- /reference-table -->``."""
+    text = doc.read_text()
+    head, rest = text.split("<!-- reference-table -->\n", 1)
+    _, tail = rest.split("<!-- /reference-table -->", 1)
+    doc.write_text(f"{head}<!-- reference-table -->\n{table()}\n<!-- /reference-table -->{tail}")
+
+
 if __name__ == "__main__":
     print(table())
+    if "--write" in sys.argv[1:]:
+        write(RESULTS.parent.parent / "docs" / "benchmarks.md")
