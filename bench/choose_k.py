@@ -39,7 +39,9 @@ def load(name: str, models: dict[str, str] | None = None):
 
         d = np.load(dataset(f"{name}.npz"))
         Z = load_model(models[name]).transform(d["X"].astype(np.float32))
-        return Z, d["y"], 10, f"embedding ({Z.shape[1]}-d) of {Path(models[name]).name}, {len(Z)} rows", "5..30"
+        src = Path(models[name]).resolve()
+        src = src.parent if src.name == "model" else src    # name the run, not its model/ folder
+        return Z, d["y"], 10, f"embedding ({Z.shape[1]}-d) of the trained model {src.name}, {len(Z)} rows", "5..30"
     if name == "digits":
         Z, y = ae_embedding("digits", dataset("digits.npz"), "digits-ae-kmeans.yaml", WORK, DIGITS_SETS)
         return Z, y, 10, "AE embedding (10-d) of tune/digits-k.yaml's trials", "2..20"
