@@ -47,6 +47,12 @@ def evaluate(model_dir: Path, data: Path) -> dict:
     return {k: float(v) for k, v in cluster_scores(pred, d["y"]).items() if k in ("acc", "nmi", "ari")}
 
 
+def acc_curve(history: list[dict]) -> list[dict]:
+    """The ACC the run logged along the way (after k-means, every eval_every epochs), from its history."""
+    return [{"stage": r["stage"], "epoch": r["epoch"], "acc": round(r["acc"], 4)} for r in history
+            if "acc" in r and r.get("stage") != "done"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="the model part of jobs/mnist-<model>.yaml, e.g. dec")
@@ -79,7 +85,7 @@ def main() -> None:
     scores = evaluate(out / "model", data)
     epochs = sum(1 for r in history if r.get("stage") not in ("kmeans", "done") and r.get("epoch", 0) >= 1)
     row = {"seed": args.seed, **scores, "epochs": epochs, "wall_s": round(wall + pre_wall, 1),
-           "machine": machine()}
+           "machine": machine(), "curve": acc_curve(history)}
     if args.pretrained:
         row.update({"pretrained_from": str(Path(args.pretrained).name), "pretrain_wall_s": round(pre_wall, 1),
                     "epochs": epochs + int(pre_res.get("epochs", 0))})
