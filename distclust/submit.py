@@ -97,7 +97,7 @@ def preflight_spec(spec: str | Path, kind: str, sets: list[str] | None, address:
 
 def submit(spec: str | Path, address: str, out: str, data: str | None = None, sets: list[str] | None = None,
            pip: list[str] | None = None, job_id: str | None = None, extra: list[str] | None = None,
-           retry_s: float = 300.0) -> str:
+           retry_s: float = 120.0) -> str:
     """Submit a train/tune spec; returns the job id. ``out`` must be on storage the cluster shares."""
     kind, entrypoint = build_entrypoint(spec, out, data, sets, extra)
     preflight_spec(spec, kind, sets, address)
@@ -108,15 +108,20 @@ def submit(spec: str | Path, address: str, out: str, data: str | None = None, se
     client = _client(address)
     job_id = job_id or f"distclust-{kind}-{Path(spec).stem}-{uuid.uuid4().hex[:6]}"
     deadline = time.time() + retry_s
-    while True:  # a freshly started head answers "No available agent" until its job agent is up (minutes
-        # on a loaded machine: 120 s was once not enough on the 2-core development machine)
+    while True:  # a freshly started head answers "No available agent" until its job agent is up
         try:
             return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id,
                                      metadata={"distclust_spec": str(spec), "distclust_out": out})
         except RuntimeError as e:
-            if "No available agent" not in str(e) or time.time() > deadline:
+            no_agent = "No available agent" in str(e)
+            if not no_agent or time.time() > deadline:
+                fix = ("the head's dashboard agent never came up: when another Ray runs on the same machine it "
+                       "holds the agent's default port 52365, so start this head with its own "
+                       "--dashboard-agent-listen-port (and --dashboard-agent-grpc-port, --runtime-env-agent-port, "
+                       "--metrics-export-port); see the head's logs/dashboard_agent.log"
+                       if no_agent else "check the cluster's dashboard; retry when the head is up")
                 raise DistclustError(f"the job server refused the job ({str(e).splitlines()[0][:300]})",
-                                     "--address", "check the cluster's dashboard; retry when the head is up") from None
+                                     "--address", fix) from None
             time.sleep(2.0)
 
 

@@ -26,16 +26,24 @@ def _free_port() -> int:
 
 def _start_head(temp: str):
     """``ray start --head --block`` with 2 CPUs on free ports; (process, dashboard url) once its job server
-    answers, or (None, error text) when it did not come up (a busy machine can time Ray's start-up out)."""
+    answers, or (None, error text) when it did not come up (a busy machine can time Ray's start-up out).
+
+    Every port is chosen here, the agents' included: the session's own Ray already holds the dashboard
+    agent's default port 52365, and a second head whose agent cannot bind it answers every submission
+    with "No available agent" (what failed CI on 2026-12-02)."""
     import urllib.request
 
     port, dash = _free_port(), _free_port()
+    agent_ports = [flag for name in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                     "--runtime-env-agent-port", "--metrics-export-port")
+                   for flag in (name, str(_free_port()))]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.setdefault("RAY_agent_register_timeout_ms", "180000")   # a busy machine starts Ray slowly
     env.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "300")
     proc = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                              "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
-                             "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--temp-dir", temp],
+                             "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--temp-dir", temp,
+                             *agent_ports],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url, deadline = f"http://127.0.0.1:{dash}", time.time() + 400
     while time.time() < deadline and proc.poll() is None:
