@@ -15,6 +15,8 @@ benchmarks all run exactly this code.
 """
 from __future__ import annotations
 
+import math
+
 import time
 from typing import Callable, Protocol
 
@@ -57,13 +59,17 @@ def fmt_eta(seconds: float) -> str:
 
 
 def make_optimizer(stage, params):
-    """The stage's optimiser (Adam, or SGD with momentum as in DEC-keras) and its step-decay schedule."""
+    """The stage's optimiser (Adam, or SGD with momentum as in DEC-keras) and its per-epoch schedule
+    (step decay, or cosine decay to 1 % of the lr)."""
     if stage.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
     sched = None
-    if stage.lr_decay_every:
+    if stage.lr_cosine and stage.epochs > 1:
+        last = stage.epochs - 1
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(e, last) / last)))
+    elif stage.lr_decay_every:
         floor = stage.lr_floor / stage.lr if stage.lr_floor else 0.0
         decay, every = stage.lr_decay, stage.lr_decay_every
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(decay ** (e // every), floor))

@@ -61,6 +61,7 @@ class Stage:
     lr_decay_every: int = 0    # multiply the lr by lr_decay every this many epochs (0 = constant lr)
     lr_decay: float = 1.0
     lr_floor: float = 0.0      # the decayed lr never drops below this
+    lr_cosine: bool = False    # cosine decay from lr to lr/100 over the stage's epochs (instead of steps)
     monitor: str = "loss"      # per-epoch metric (lower is better) that early stopping watches
     min_epochs: int = 0        # early stopping is not checked before this many epochs (e.g. end of an anneal)
 
