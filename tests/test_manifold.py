@@ -95,6 +95,29 @@ def test_head_reproduces_the_fitted_coordinates(in_process):
     assert logs["holdout_rows"] == 150 and logs["head_umap_agreement"] > 0.9
 
 
+@pytest.mark.integration   # uses the in-process fit
+def test_the_posterior_kl_term_counts_only_when_weighted(in_process):
+    """head_resp_weight (off by default) adds the clamped KL between the mixture posteriors at the
+    fitted point and at the head's point; at 0 the loss is the two regressions alone."""
+    import dataclasses
+
+    model, _, X, _ = in_process
+    x, base, w = torch.from_numpy(X[:64]), model.params, 1000.0
+    try:
+        with torch.no_grad():
+            model.params = dataclasses.replace(base, head_resp_weight=0.0)
+            off = model(x, "head")
+            model.params = dataclasses.replace(base, head_resp_weight=w)
+            on = model(x, "head")
+    finally:
+        model.params = base
+    assert "resp_kl" not in off
+    assert torch.isclose(off["loss"], off["fit_mse"] + off["knn_mse"])
+    assert torch.isclose(on["fit_mse"], off["fit_mse"]) and torch.isclose(on["knn_mse"], off["knn_mse"])
+    added = float(on["loss"] - off["loss"])
+    assert 0 < added <= w * float(on["resp_kl"]) * (1 + 1e-4) + 1e-6, (added, float(on["resp_kl"]))
+
+
 @pytest.mark.integration   # trains in-process: seconds, not the fast tier
 def test_nearest_mean_artifact_assigns_through_faiss(in_process, tmp_path):
     from distclust.artifact import save_artifact
