@@ -75,3 +75,25 @@ def test_gpu_check_dry_run_without_ray_or_faiss(tmp_path):
     assert rep["faiss"] is False and set(rep["models"]) == {"ae-kmeans", "dec", "concrete-gmvae", "vade"}
     assert all(m["ok"] for m in rep["models"].values()), rep["models"]
     assert rep["models"]["dec"]["acc"] > 0.5 and rep["throughput"]["ae-kmeans@256"] > 0
+
+
+@pytest.mark.parametrize("kind", ["cosine", "step", "constant"])
+def test_stage_lr_schedules(kind):
+    """A stage's per-epoch lr: cosine from lr to lr/100 over its epochs, step decay with a floor, or constant."""
+    from distclust.engine.loop import make_optimizer
+    from distclust.models.base import Stage
+
+    over = {"cosine": dict(lr_cosine=True), "step": dict(lr_decay_every=2, lr_decay=0.5, lr_floor=0.03),
+            "constant": {}}[kind]
+    st = Stage("s", 5, 0.1, **over)
+    opt, sched = make_optimizer(st, [torch.nn.Parameter(torch.zeros(1))])
+    lrs = []
+    for _ in range(st.epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched:
+            sched.step()
+    expect = {"cosine": [0.1, 0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi / 4))), 0.1 * 0.505,
+                         0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(3 * np.pi / 4))), 0.001],
+              "step": [0.1, 0.1, 0.05, 0.05, 0.03], "constant": [0.1] * 5}[kind]
+    np.testing.assert_allclose(lrs, expect, rtol=1e-6)
