@@ -53,6 +53,9 @@ class TrainSpec:
     seed: int = 0
     checkpoint_every: int = param(1, ge=1)        # epochs between checkpoints
     eval_every: int = param(1, ge=0, fix="use 0 (never) or a positive number of epochs")  # label metrics
+    # rows per epoch over all workers (0 = the whole data set): big tables keep a schedule's optimiser
+    # steps fixed as they grow; successive epochs draw different rows (a fresh shuffle each epoch)
+    epoch_rows: int = param(0, ge=0, fix="use 0 (every row every epoch) or a number of rows such as 20000")
     shuffle_buffer: int = param(20000, ge=0, fix="use 0 (no shuffle) or more rows")  # each worker's buffer
     max_failures: int = param(0, ge=-1, fix="use -1 (retry forever), 0 or more")  # Ray Train restarts
     # stop a stage after this many epochs without improvement (0 = off)

@@ -97,3 +97,21 @@ def test_stage_lr_schedules(kind):
                          0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(3 * np.pi / 4))), 0.001],
               "step": [0.1, 0.1, 0.05, 0.05, 0.03], "constant": [0.1] * 5}[kind]
     np.testing.assert_allclose(lrs, expect, rtol=1e-6)
+
+
+def test_epoch_rows_fixes_the_steps_and_epochs_draw_different_rows():
+    """train.epoch_rows: the same optimiser steps at any table size (capped at the whole data set), and
+    each epoch a fresh draw, so a long table is still covered over the epochs."""
+    from distclust.data.shard_reader import ShardReader
+    from distclust.engine.config import steps_per_epoch
+    from distclust.engine.context import WorkerContext
+
+    assert steps_per_epoch(10_000_000, 2, 256, 20_000) == steps_per_epoch(100_000, 2, 256, 20_000) == 40
+    assert steps_per_epoch(1_000, 2, 256, 20_000) == steps_per_epoch(1_000, 2, 256) == 4   # capped
+    n = 5_000
+    reader = ShardReader.from_tensors({"id": torch.arange(n), "features": torch.randn(n, 3)})
+    ctx = WorkerContext(None, reader, 0, 1, torch.device("cpu"), 0, 100, steps_per_epoch(n, 1, 100, 1_000))
+    seen = [torch.cat([b["id"] for b in ctx.epoch_batches(e)]) for e in range(3)]
+    assert [len(s) for s in seen] == [1_000] * 3
+    assert all(len(torch.unique(s)) == 1_000 for s in seen)       # no row twice within an epoch
+    assert len(torch.unique(torch.cat(seen))) > 2_000              # fresh draws (≈ 2,440 expected; same rows: 1,000)

@@ -8,7 +8,6 @@ state after every checkpointed epoch (``out_dir/state.pt``).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import steps_per_epoch
 from .loop import run_loop
 from .seeding import seed_everything
 
@@ -95,12 +95,13 @@ def train_inprocess(spec, X=None, y=None, data: str | Path | None = None, device
     if X is not None:
         ctx = WorkerContext.in_memory(model, torch.from_numpy(X), None if y is None else torch.as_tensor(y),
                                       device, tr.seed, tr.batch_size, shuffle_buffer=tr.shuffle_buffer)
+        ctx.steps_per_epoch = steps_per_epoch(len(X), 1, tr.batch_size, tr.epoch_rows)
     else:
         files = Manifest.load(root).files(root)
         reader = ShardReader(files, m.rows, columns_for(m.has_label), spec.data.materialize != "never",
                              tr.shuffle_buffer, device)
         ctx = WorkerContext(model, reader, 0, 1, device, tr.seed, tr.batch_size,
-                            max(1, math.ceil(m.rows / tr.batch_size)), n_classes=n_classes)
+                            steps_per_epoch(m.rows, 1, tr.batch_size, tr.epoch_rows), n_classes=n_classes)
     state_path = Path(out_dir) / "state.pt" if out_dir else None
     if state_path is not None:
         state_path.parent.mkdir(parents=True, exist_ok=True)

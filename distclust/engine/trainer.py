@@ -12,7 +12,6 @@ run that stops making progress (``watchdog.py``).
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 import uuid
@@ -109,7 +108,7 @@ def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None,
     from ..data import split_files
     from ..spec import as_dict
     from . import preflight, watchdog
-    from .config import TrainConfig
+    from .config import TrainConfig, steps_per_epoch
 
     k = spec.model.n_clusters
     if k > manifest.rows:
@@ -119,7 +118,7 @@ def build_trainer(spec, out: Path, root: Path, manifest, quiet: bool, loop=None,
     world = sc.num_workers
     splits = split_files(manifest, root, world)
     max_rows = max(r for _, r in splits)
-    steps = max(1, math.ceil(max_rows / spec.train.batch_size))   # the largest shard once; smaller ones wrap
+    steps = steps_per_epoch(max_rows, world, spec.train.batch_size, spec.train.epoch_rows)
 
     ensure_ray(sc.address, None if sc.address else local_cpus(world, sc.cpus_per_worker, sc.local_num_cpus))
     preflight.check_training(spec)

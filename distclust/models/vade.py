@@ -46,6 +46,11 @@ class VaDEParams(AEParams):
     gmm_n_init: int = param(1, ge=1)
     epochs: int = param(50, ge=0)      # VaDE ELBO epochs
     lr: float = param(2e-3, gt=0)
+    # step decay of the ELBO stage's lr: × lr_decay every lr_decay_every epochs, never below lr_floor
+    # (VaDE: ×0.9 every 10 epochs, floor 2e-4; VaDE-pytorch: StepLR(10, 0.95)); 0 = constant lr
+    lr_decay_every: int = param(0, ge=0)
+    lr_decay: float = param(0.95, gt=0, le=1)
+    lr_floor: float = param(0.0, ge=0)
 
     def check(self, s: str) -> None:
         super().check(s)
@@ -183,7 +188,8 @@ class VaDE(MixturePriorVAE):
 
     def vade_stage(self) -> Stage:
         p = self.params
-        return Stage("vade", p.epochs, p.lr, p.weight_decay)
+        return Stage("vade", p.epochs, p.lr, p.weight_decay, lr_decay_every=p.lr_decay_every, lr_decay=p.lr_decay,
+                     lr_floor=p.lr_floor)
 
     def stages(self) -> list[Stage]:
         return [self.pretrain_stage(), self.gmm_init_stage(), self.vade_stage()]
