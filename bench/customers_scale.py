@@ -5,8 +5,8 @@
 For each N: generate N rows with ``make_customers.py`` (Parquet, chunked; not timed as a product
 step), then the product's three steps, each a ``distclust`` process:
 
-- ``ingest TABLE --id-column customer_id`` (two streaming passes: ids + pipeline fit, then encode +
-  shards);
+- ``ingest TABLE --id-column customer_id --exclude segment`` (two streaming passes: ids + pipeline
+  fit, then encode + shards), without the label, as a user's table comes (so no label metrics either);
 - ``train JOB`` on the ingested data, *streaming* (``data.materialize: never``) with the job's
   ``train.epoch_rows`` (20,000 rows per epoch in ``jobs/customers-ae-kmeans.yaml``), so training costs
   the same optimiser steps at any N; label metrics off (``eval_every 0``);
@@ -37,7 +37,7 @@ def timed(cmd: list[str]) -> dict:
     """Run ``cmd``; wall seconds and peak RSS (MiB) of its largest process and of its process tree."""
     t0 = time.time()
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = {"proc": 0.0, "tree": 0.0}
+    peak = {"proc": 0.0, "tree": 0.0, "name": ""}
     done = threading.Event()
 
     def sample() -> None:
@@ -53,12 +53,14 @@ def timed(cmd: list[str]) -> dict:
                 break
             for q in procs:
                 try:
-                    rss.append(q.memory_info().rss / 2**20)
+                    rss.append((q.memory_info().rss / 2**20, q.name()))
                 except psutil.Error:
                     pass
             if rss:
-                peak["proc"] = max(peak["proc"], max(rss))
-                peak["tree"] = max(peak["tree"], sum(rss))
+                top = max(rss)
+                if top[0] > peak["proc"]:
+                    peak["proc"], peak["name"] = top
+                peak["tree"] = max(peak["tree"], sum(r for r, _ in rss))
             done.wait(0.2)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -69,7 +71,8 @@ def timed(cmd: list[str]) -> dict:
     wall = time.time() - t0
     if p.returncode:
         raise SystemExit(f"{' '.join(cmd[2:5])} failed (rc {p.returncode}):\n{out[-3000:]}")
-    return {"wall_s": round(wall, 1), "peak_rss_proc_mib": round(peak["proc"]), "peak_rss_tree_mib": round(peak["tree"])}
+    return {"wall_s": round(wall, 1), "peak_rss_proc_mib": round(peak["proc"]), "peak_rss_proc": peak["name"],
+            "peak_rss_tree_mib": round(peak["tree"])}
 
 
 def main() -> None:
@@ -99,7 +102,7 @@ def main() -> None:
         cli = [py, "-m", "distclust.cli"]
         steps = {
             "ingest": timed([*cli, "ingest", str(table), str(work / "data"), "--id-column", "customer_id",
-                             "--label-column", "segment", "--quiet"]),
+                             "--exclude", "segment", "--quiet"]),
             "train": timed([*cli, "train", a.job, "--data", str(work / "data"), "--out", str(work / "run"),
                             "--set", "data.materialize=never", "--set", "train.eval_every=0", "--quiet"]),
             "assign": timed([*cli, "assign", str(work / "run" / "model"), str(table), str(work / "assign"),

@@ -16,14 +16,29 @@ def sample_dataset(data_root: str | Path, n: int, seed: int) -> tuple[np.ndarray
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(m.rows, min(n, m.rows), replace=False))
     X, y, offset = [], [], 0
+    cols = ["features"] + (["label"] if m.has_label else [])
     for f in m.files(data_root):
-        cols = ["features"] + (["label"] if m.has_label else [])
-        t = pq.read_table(f, columns=cols)
-        sel = pick[(pick >= offset) & (pick < offset + t.num_rows)] - offset
-        if len(sel):
-            sub = t.take(sel)
-            X.append(np.stack(sub.column("features").to_numpy(zero_copy_only=False)).astype(np.float32))
+        pf = pq.ParquetFile(f)
+        for g in range(pf.metadata.num_row_groups):   # one row group at a time: memory ~ a row group
+            n_g = pf.metadata.row_group(g).num_rows
+            sel = pick[(pick >= offset) & (pick < offset + n_g)] - offset
+            offset += n_g
+            if not len(sel):
+                continue
+            sub = pf.read_row_group(g, columns=cols).take(sel)
+            X.append(_features(sub.column("features")))
             if m.has_label:
                 y.append(sub.column("label").to_numpy())
-        offset += t.num_rows
     return np.concatenate(X), (np.concatenate(y) if y else None)
+
+
+def _features(col) -> np.ndarray:
+    """A features column (fixed-size list, or lists written by other tools) as a float32 matrix."""
+    import pyarrow as pa
+
+    col = col.combine_chunks()
+    if pa.types.is_fixed_size_list(col.type):
+        d = col.type.list_size
+        vals = col.values.to_numpy(zero_copy_only=False)[col.offset * d:(col.offset + len(col)) * d]
+        return vals.astype(np.float32).reshape(len(col), d)
+    return np.stack(col.to_numpy(zero_copy_only=False)).astype(np.float32)

@@ -143,15 +143,14 @@ class WorkerContext:
             keep[rng.choice(self.rank_rows, quota, replace=False)] = True
         parts, seen = [], 0
         for batch in self.batches(batch_size=self.eval_batch_size):
-            out = fn(batch)
-            n = out.shape[0]
-            if keep is not None:
-                mask = np.zeros(n, dtype=bool)
-                part = keep[seen:seen + n]
-                mask[:len(part)] = part
-                out = out[torch.from_numpy(mask).to(out.device)]
-            parts.append(out.float())
-            seen += n
+            n = len(next(iter(batch.values())))
+            if keep is not None:   # fn runs on the sampled rows only: a 10M-row shard costs a read, not a forward
+                mask = torch.from_numpy(keep[seen:seen + n].copy()).to(self.device)
+                seen += n
+                if not bool(mask.any()):
+                    continue
+                batch = {k: v[mask] for k, v in batch.items()}
+            parts.append(fn(batch).float())
         self.model.train(was_training)
         local = torch.cat(parts) if parts else torch.zeros((0,), device=self.device)
         return self.all_gather(local)
