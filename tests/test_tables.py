@@ -309,3 +309,19 @@ def test_profile_without_ray_flags_levels_and_lift(tmp_path):
     assert tier0["level"] == "a" and tier0["share"] == 1.0 and 2.5 < tier0["lift"] < 3.6
     page = write_profile(tmp_path / "as", tmp_path / "t.parquet", sample=200)
     assert page.is_file() and (page.parent / "separation.csv").is_file()
+
+
+def test_id_key_spill_finds_every_duplicate_one_bucket_at_a_time(tmp_path):
+    """The ingest's duplicate-id check spills 64-bit keys to 256 bucket files (bounded memory at
+    10M+ rows) and still counts every repeat, whatever bucket and batch it falls in."""
+    from distclust.data.table_ingest import IdKeySpill
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 2**63, 50_000, dtype=np.int64).view(np.uint64) * np.uint64(2) + np.uint64(1)
+    repeats = keys[[3, 17_000, 49_999]]
+    with IdKeySpill(tmp_path) as spill:
+        for part in np.array_split(np.concatenate([keys, repeats, repeats[:1]]), 7):
+            spill.add(part)
+        extra, dup = spill.duplicates()
+    assert extra == 4 and sorted(dup.tolist()) == sorted(repeats.tolist())
+    assert len(list(tmp_path.glob("ids-*.u64"))) == IdKeySpill.BUCKETS

@@ -10,7 +10,9 @@ written beside OUT and renamed into place: a failed ingest leaves nothing under 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -34,6 +36,42 @@ def _id_hashes(col: pa.Array) -> np.ndarray:
 
     return pd.util.hash_array(pc.cast(col, pa.string()).to_numpy(zero_copy_only=False).astype(object),
                               categorize=False)
+
+
+class IdKeySpill:
+    """The ids' 64-bit keys spilled to disk in 256 buckets by their top bits, so the duplicate check
+    holds one bucket at a time (memory ~ rows / 256 × 8 bytes, not rows × 8: bounded at 10M+ rows)."""
+
+    BUCKETS = 256
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.files = [open(self.folder / f"ids-{b:03d}.u64", "wb") for b in range(self.BUCKETS)]
+
+    def __enter__(self) -> "IdKeySpill":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self.files:
+            f.close()
+
+    def add(self, keys: np.ndarray) -> None:
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        bucket = (keys >> np.uint64(56)).astype(np.int64)
+        order = np.argsort(bucket, kind="stable")
+        keys, edges = keys[order], np.searchsorted(bucket[order], np.arange(self.BUCKETS + 1))
+        for b in np.nonzero(np.diff(edges))[0]:
+            self.files[b].write(keys[edges[b]:edges[b + 1]].tobytes())
+
+    def duplicates(self) -> tuple[int, np.ndarray]:
+        """(number of repeated rows, the keys that occur more than once)."""
+        self.__exit__()
+        extra, dup = 0, []
+        for b in range(self.BUCKETS):
+            uniq, cnt = np.unique(np.fromfile(self.folder / f"ids-{b:03d}.u64", dtype=np.uint64), return_counts=True)
+            extra += int((cnt - 1).sum())
+            dup.append(uniq[cnt > 1])
+        return extra, np.concatenate(dup)
 
 
 def _check_id_nulls(col: pa.Array, first_row: int, id_column: str, where: str) -> None:
@@ -102,15 +140,20 @@ def ingest_table(src: str | os.PathLike, out: str | os.PathLike, id_column: str 
                         "keep at least one feature column")
 
     # ---- pass 1: ids, labels and the pipeline --------------------------------------------------
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, contextlib.ExitStack() as stack:
         warnings.simplefilter("always")
         fitter = PipelineFitter(schema, feats, options, where)
-        keys, n = [], 0
+        n = 0
+        spill = None
+        if id_column is not None:   # removed with its files however the pass ends
+            d = stack.enter_context(tempfile.TemporaryDirectory(
+                prefix=".distclust-ids-", dir=out.parent if out.parent.is_dir() else None))
+            spill = stack.enter_context(IdKeySpill(Path(d)))
         for b in iter_batches(src, special + feats, batch_rows, csv_types):
             if id_column is not None:
                 col = b.column(id_column)
                 _check_id_nulls(col, n, id_column, where)
-                keys.append(_id_hashes(col))
+                spill.add(_id_hashes(col))
             if label_column is not None and b.column(label_column).null_count:
                 raise DataError(f"the label column '{label_column}' has {b.column(label_column).null_count} "
                                 f"missing values (rows from {n})", where,
@@ -119,15 +162,13 @@ def ingest_table(src: str | os.PathLike, out: str | os.PathLike, id_column: str 
             n += b.num_rows
         if n == 0:
             raise DataError("the table holds no rows", where, "pass a non-empty table")
-        if id_column is not None:
-            allk = np.concatenate(keys)
-            uniq, cnt = np.unique(allk, return_counts=True)
-            if len(uniq) != len(allk):
-                ex = _duplicate_examples(src, id_column, uniq[cnt > 1], batch_rows, csv_types)
-                raise DataError(f"the id column '{id_column}' has {len(allk) - len(uniq)} duplicate value(s), "
+        if spill is not None:
+            extra, dup_keys = spill.duplicates()
+            if extra:
+                ex = _duplicate_examples(src, id_column, dup_keys, batch_rows, csv_types)
+                raise DataError(f"the id column '{id_column}' has {extra} duplicate value(s), "
                                 f"e.g. {', '.join(ex)}", where,
                                 "make the ids unique (or drop repeated rows) before ingesting")
-            del allk, uniq, cnt, keys
         pipe = fitter.result()
     warned = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     for msg in warned:
