@@ -142,7 +142,9 @@ def iter_batches(path: str | Path, columns: list[str] | None = None, batch_rows:
             import pyarrow.parquet as pq
 
             try:
-                pf = pq.ParquetFile(f)
+                # buffered column reads without pre-buffering: the default pre-buffer cache grows with
+                # the file (332 MiB peak over a 10M-row file vs 175 MiB over 1M; buffered: 192 vs 165)
+                pf = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
                 have = pf.schema_arrow.names
                 cols = [c for c in columns if c in have] if columns is not None else None
                 for b in pf.iter_batches(batch_size=batch_rows, columns=cols):
