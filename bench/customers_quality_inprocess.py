@@ -3,8 +3,8 @@
     DISTCLUST_DATASETS=../shared/datasets python bench/customers_quality_inprocess.py \
         --rows 30000 --seeds 0 1 2 --job customers-ae-kmeans
 
-Same model code and stage semantics as the engine's worker loop with world size 1 (the runner of
-``bench/dec_mnist_inprocess.py``); for when Ray cannot start (on the shared development machine
+The product's in-process path (``engine.inprocess.train_inprocess``: the engine's loop with world
+size 1 over the ingested data, ``train.epoch_rows`` included); for when Ray cannot start (on the shared development machine
 Ray's node start-up timed out repeatedly under load). Per seed: generate nothing new (data seed 0
 throughout), ingest once with ``ingest_table`` (``--id-column customer_id --label-column segment``),
 train the job's stages, save the artifact, ``distclust.load`` it and ``predict`` the RAW Parquet table
@@ -28,19 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import DATASETS, ROOT  # noqa: E402
 from customers_quality import baselines  # noqa: E402
-from dec_mnist_inprocess import make_ctx, run_stages  # noqa: E402
 
 
 def main() -> None:
     import pyarrow.parquet as pq
 
     from distclust import load
-    from distclust.artifact import save_artifact
     from distclust.data.features import FeaturePipeline
     from distclust.data.table_ingest import ingest_table
-    from distclust.engine.worker import seed_everything
+    from distclust.engine.inprocess import train_inprocess
     from distclust.metrics import cluster_scores
-    from distclust.models import Normalizer, get_model_class
     from distclust.spec import load_spec
 
     ap = argparse.ArgumentParser()
@@ -64,9 +61,6 @@ def main() -> None:
     m = ingest_table(table, work / "data", id_column="customer_id", label_column="segment", overwrite=True,
                      progress=False)
     pipe = FeaturePipeline.from_dict(m.stats.pipeline)
-    ds = pq.read_table(work / "data", columns=["id", "features", "label"]).sort_by("id")
-    X = torch.from_numpy(np.stack(ds.column("features").to_numpy(zero_copy_only=False)).astype(np.float32))
-    y = torch.from_numpy(ds.column("label").to_numpy().astype(np.int64))
     raw = pq.read_table(table)
     truth = raw.column("segment").to_numpy()
     res = {"command": "python bench/customers_quality_inprocess.py " + " ".join(sys.argv[1:]), "rows": a.rows,
@@ -76,13 +70,10 @@ def main() -> None:
     out = ROOT / "bench" / "results" / f"{name}.json"
     for seed in a.seeds:
         spec = load_spec(ROOT / "jobs" / f"{a.job}.yaml", [f"train.seed={seed}", *a.set])
-        seed_everything(seed)
-        model = get_model_class(spec.model_name)(m.dim, spec.model, Normalizer(m.dim, m.stats.pipeline))
-        ctx = make_ctx(model, X, y, torch.device("cpu"), seed, spec.train.batch_size)
         t = time.time()
-        hist = run_stages(model, model.stages(), ctx, lambda r: print(seed, r, flush=True))
-        train_s = time.time() - t
-        art = save_artifact(model.eval(), work / f"model-s{seed}", spec=spec, history=hist)
+        # the product's in-process path: the engine's loop (train.epoch_rows included) over the ingested data
+        r = train_inprocess(spec, data=work / "data", out_dir=work / f"run-s{seed}", quiet=True, threads=a.threads)
+        train_s, hist, art = time.time() - t, r.history, r.model_dir
         t = time.time()
         pred = load(art).predict(raw)               # the raw table, encoded by the artifact's pipeline
         res["runs"].append({"seed": seed, "train_s": train_s, "predict_raw_s": time.time() - t,

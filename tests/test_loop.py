@@ -115,3 +115,19 @@ def test_epoch_rows_fixes_the_steps_and_epochs_draw_different_rows():
     assert [len(s) for s in seen] == [1_000] * 3
     assert all(len(torch.unique(s)) == 1_000 for s in seen)       # no row twice within an epoch
     assert len(torch.unique(torch.cat(seen))) > 2_000              # fresh draws (≈ 2,440 expected; same rows: 1,000)
+
+
+def test_resume_with_a_different_spec_is_refused(tmp_path):
+    """--resume restores the checkpoint's optimiser (its lr too): a spec that trains something else must
+    be refused by name, while what only watches or places the run may change."""
+    from distclust.engine.trainer import run_identity
+    from distclust.errors import SpecError
+
+    spec = load_spec(tiny_spec("ae-kmeans")).to_dict()
+    run_id = run_identity(tmp_path, resume=False, spec=spec)
+    changed = json.loads(json.dumps(spec))
+    changed["train"]["quiet"], changed["train"]["stall_timeout_s"] = True, 0
+    assert run_identity(tmp_path, resume=True, spec=changed) == run_id
+    changed["model"]["pretrain_lr"] = spec["model"]["pretrain_lr"] * 10
+    with pytest.raises(SpecError, match=r"model\.pretrain_lr.*--overwrite"):
+        run_identity(tmp_path, resume=True, spec=changed)

@@ -73,17 +73,50 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def run_identity(out: Path, resume: bool) -> str:
-    """This run's id: read back from ``out/run.json`` when resuming, else a new one written there.
+# what a resumed run may change: how it is watched and where it runs, not what it trains
+RESUME_MAY_CHANGE = ("train.quiet", "train.stall_timeout_s", "train.max_failures", "train.checkpoint_every",
+                     "train.eval_every", "scaling.", "data.path", "data.materialize", "name")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_spec(saved: dict, spec: dict, out: Path) -> None:
+    """Refuse to resume a run with a spec that trains something else: the checkpoint's optimiser state
+    (its lr included) and epoch counters would silently win over the new values."""
+    a, b = _flat(saved), _flat(spec)
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE)]
+    if diff:
+        shown = "; ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in diff[:5]) + (" …" if len(diff) > 5 else "")
+        raise SpecError(f"--resume was given a spec that differs from the run being resumed ({shown})", str(out),
+                        "resume with the run's own spec and overrides, or start again with --overwrite or a new --out")
+
+
+def run_identity(out: Path, resume: bool, spec: dict | None = None) -> str:
+    """This run's id: read back from ``out/run.json`` when resuming, else a new one written there
+    (with the spec, so a resume with a different one is refused: ``check_resume_spec``).
 
     The id names the run's Ray Train folder under the storage path and is stored in every checkpoint, so
     runs (and sweep trials) that share one ``scaling.storage_path`` never see each other's checkpoints.
     """
     f = out / RUN_FILE
     if resume and f.is_file():
-        return json.loads(f.read_text())["run_id"]
+        info = json.loads(f.read_text())
+        if spec is not None and info.get("spec") is not None:
+            check_resume_spec(info["spec"], spec, out)
+        return info["run_id"]
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    f.write_text(json.dumps({"run_id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+    info = {"run_id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if spec is not None:
+        info["spec"] = spec
+    f.write_text(json.dumps(info, indent=1, default=str))
     return run_id
 
 
@@ -204,7 +237,7 @@ def run_training(spec, out_dir, data: str | None = None, resume: bool = False, o
     prepare_run_dir(out, resume, overwrite)
     if resume and (done := finished_run(out, t0)) is not None:
         return done
-    run_id = run_identity(out, resume)
+    run_id = run_identity(out, resume, json.loads(json.dumps(spec.to_dict(), default=str)))
     try:
         root, manifest = resolve_dataset(data or spec.data.path, out / "data", spec.data.shards, progress=not quiet)
         result = fit_trainer(build_trainer(spec, out, root, manifest, quiet, run_id=run_id, resume=resume))
