@@ -60,6 +60,8 @@ class TrainSpec:
     max_failures: int = param(0, ge=-1, fix="use -1 (retry forever), 0 or more")  # Ray Train restarts
     # stop a stage after this many epochs without improvement (0 = off)
     early_stop_patience: int = param(0, ge=0, fix="use 0 (train every epoch) or a positive number of epochs such as 5")
+    # the stages early stopping watches, by name (empty: every stage), e.g. [vade] to leave pretraining alone
+    early_stop_stages: list[str] = param(factory=list)
     # an improvement is a relative drop of at least this much
     early_stop_min_delta: float = param(1e-3, ge=0, lt=1, fix="use a relative improvement in [0, 1), e.g. 0.001 (0.1 %)")
     # fail a run with no finished step for this long (0 = wait forever)

@@ -131,3 +131,22 @@ def test_resume_with_a_different_spec_is_refused(tmp_path):
     changed["model"]["pretrain_lr"] = spec["model"]["pretrain_lr"] * 10
     with pytest.raises(SpecError, match=r"model\.pretrain_lr.*--overwrite"):
         run_identity(tmp_path, resume=True, spec=changed)
+
+
+def test_early_stop_stages_leave_the_other_stages_alone(blobs_npz):
+    """train.early_stop_stages: only the named stages stop early (a fast VaDE job must not cut its
+    autoencoder's pretraining short); an unknown stage name is a clear error."""
+    from distclust.engine.inprocess import train_inprocess
+    from distclust.errors import DistclustError
+
+    d = np.load(blobs_npz)
+    raw = tiny_spec("dec", pretrain_epochs=5, cluster_epochs=6, tol=0.0)
+    raw["train"].update(early_stop_patience=1, early_stop_min_delta=0.9, early_stop_stages=["cluster"])
+    hist = train_inprocess(load_spec(raw), X=d["X"], quiet=True).history
+    pre = [h for h in hist if h["stage"] == "pretrain"]
+    clu = [h for h in hist if h["stage"] == "cluster"]
+    assert len(pre) == 5 and not any(h.get("early_stopped") for h in pre)
+    assert len(clu) == 2 and clu[-1].get("early_stopped") == 1
+    raw["train"]["early_stop_stages"] = ["finetune"]
+    with pytest.raises(DistclustError, match=r"early_stop_stages names \['finetune'\].*pretrain"):
+        train_inprocess(load_spec(raw), X=d["X"], quiet=True)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .config import steps_per_epoch
-from .loop import run_loop
+from ..errors import DistclustError
+from .loop import StageError, run_loop
 from .seeding import seed_everything
 
 
@@ -108,7 +109,10 @@ def train_inprocess(spec, X=None, y=None, data: str | Path | None = None, device
     state = torch.load(state_path, map_location=device, weights_only=False) \
         if resume and state_path is not None and state_path.is_file() else None
     reporter = LocalReporter(quiet, state_path)
-    history = run_loop(model, ctx, reporter, tr, state)
+    try:
+        history = run_loop(model, ctx, reporter, tr, state)
+    except StageError as e:   # the loop's user-facing errors, as the Ray path reports them
+        raise DistclustError(*e.args) from None
     model_dir = None
     if out_dir is not None:
         model_dir = save_artifact(model, Path(out_dir) / "model", spec=spec, data_info=data_info, history=history,

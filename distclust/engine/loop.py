@@ -103,6 +103,11 @@ def run_loop(model, ctx, reporter: Reporter, train, state: dict | None = None,
     ``train`` is the job's ``TrainSpec``. Returns the history, closed by a ``done`` record.
     """
     stages = model.stages()
+    watched = set(train.early_stop_stages) or {s.name for s in stages}
+    if unknown := watched - {s.name for s in stages}:
+        raise StageError(f"train.early_stop_stages names {sorted(unknown)}, which model '{model.name}' does not have "
+                         f"(its stages: {[s.name for s in stages]})", "train.early_stop_stages",
+                         "list stage names of this model, or leave early_stop_stages empty to watch every stage")
     device = ctx.device
     start_stage, start_epoch, history = 0, 0, []
     if state is not None:
@@ -207,7 +212,7 @@ def run_loop(model, ctx, reporter: Reporter, train, state: dict | None = None,
             if eval_every and model.fitted() and (epoch + 1) % eval_every == 0:
                 m.update(ctx.label_metrics())
             stop_reason = "stopping rule met" if ctx.stop_requested else ""
-            if not ctx.stop_requested and train.early_stop_patience:
+            if not ctx.stop_requested and train.early_stop_patience and stage.name in watched:
                 if stage.monitor not in m:
                     raise StageError(f"early stopping watches '{stage.monitor}', which stage '{stage.name}' "
                                      "does not report", "train.early_stop_patience",
