@@ -106,9 +106,10 @@ def test_assign_killed_at_random_moments_finishes_exactly_once(ray_cluster, many
     r = run_cli("assign", model, ds, out, "--rows-per-unit", "200", "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "_SUCCESS.json").read_text())
-    # finished work was kept, only the rest was done. A killed driver's actors may still land a unit
-    # or two (atomically) before Ray reaps them, so the rerun can find more than we counted.
-    assert 0 < len(kept) <= summary["resumed_units"] < 100
+    # finished work was kept, only the rest was done. A killed driver's actors may still land units
+    # (atomically) before Ray reaps them, so the rerun can find more than we counted — on a fast
+    # machine all 100, and the rerun then has nothing left to do (still exactly once, checked below).
+    assert 0 < len(kept) <= summary["resumed_units"] <= 100
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # not rewritten
     got = pq.read_table(out).to_pandas().sort_values("id").reset_index(drop=True)
     want = pq.read_table(tmp_path / "ref").to_pandas().sort_values("id").reset_index(drop=True)
