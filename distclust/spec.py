@@ -29,6 +29,15 @@ NORMALIZE_CHOICES = ("none", "standard", "minmax", "global-minmax")
 from .validation import build, param
 
 
+def flat_items(d: Mapping | None, prefix: str = ""):
+    """(dotted key, value) pairs of a nested spec dict, e.g. ("model.lr", 0.001)."""
+    for k, v in (d or {}).items():
+        if isinstance(v, Mapping):
+            yield from flat_items(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
 def as_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 

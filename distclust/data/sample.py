@@ -11,6 +11,7 @@ def sample_dataset(data_root: str | Path, n: int, seed: int) -> tuple[np.ndarray
     import pyarrow.parquet as pq
 
     from .manifest import Manifest
+    from .shard_reader import features_matrix
 
     m = Manifest.load(data_root)
     rng = np.random.default_rng(seed)
@@ -26,19 +27,8 @@ def sample_dataset(data_root: str | Path, n: int, seed: int) -> tuple[np.ndarray
             if not len(sel):
                 continue
             sub = pf.read_row_group(g, columns=cols).take(sel)
-            X.append(_features(sub.column("features")))
+            X.append(features_matrix(sub.column("features")))
             if m.has_label:
                 y.append(sub.column("label").to_numpy())
     return np.concatenate(X), (np.concatenate(y) if y else None)
 
-
-def _features(col) -> np.ndarray:
-    """A features column (fixed-size list, or lists written by other tools) as a float32 matrix."""
-    import pyarrow as pa
-
-    col = col.combine_chunks()
-    if pa.types.is_fixed_size_list(col.type):
-        d = col.type.list_size
-        vals = col.values.to_numpy(zero_copy_only=False)[col.offset * d:(col.offset + len(col)) * d]
-        return vals.astype(np.float32).reshape(len(col), d)
-    return np.stack(col.to_numpy(zero_copy_only=False)).astype(np.float32)

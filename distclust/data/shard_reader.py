@@ -30,20 +30,25 @@ from .manifest import FEATURES, ID, LABEL
 Batch = dict[str, torch.Tensor]
 
 
+def features_matrix(col) -> np.ndarray:
+    """A ``features`` column (fixed-size lists, or variable-size lists written by other tools) as a
+    float32 (rows × d) array, without a per-row Python loop for fixed-size lists."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_fixed_size_list(col.type):
+        d = col.type.list_size
+        vals = col.values.to_numpy(zero_copy_only=False)
+        if col.offset:  # a sliced array's values start earlier than its first row
+            vals = vals[col.offset * d:(col.offset + len(col)) * d]
+        return vals.astype(np.float32, copy=False).reshape(len(col), d)
+    return np.stack(col.to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
 def _to_tensors(table: pa.Table, columns: Sequence[str]) -> Batch:
     out: Batch = {}
     for c in columns:
         col = table.column(c).combine_chunks()
         if c == FEATURES:
-            if pa.types.is_fixed_size_list(col.type):
-                d = col.type.list_size
-                vals = col.values.to_numpy(zero_copy_only=False)
-                if col.offset:  # a sliced array's values start earlier than its first row
-                    vals = vals[col.offset * d:(col.offset + len(col)) * d]
-                arr = vals.astype(np.float32, copy=False).reshape(len(col), d)
-            else:  # variable-size lists (data written by other tools)
-                arr = np.stack(col.to_numpy(zero_copy_only=False)).astype(np.float32)
-            arr = np.ascontiguousarray(arr)
+            arr = np.ascontiguousarray(features_matrix(col))
             out[c] = torch.from_numpy(arr if arr.flags.writeable else arr.copy())   # Arrow buffers are read-only
         else:
             out[c] = torch.from_numpy(col.to_numpy(zero_copy_only=False).astype(np.int64, copy=True))

@@ -52,6 +52,9 @@ class IdKeySpill:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         for f in self.files:
             f.close()
 
@@ -65,7 +68,7 @@ class IdKeySpill:
 
     def duplicates(self) -> tuple[int, np.ndarray]:
         """(number of repeated rows, the keys that occur more than once)."""
-        self.__exit__()
+        self.close()
         extra, dup = 0, []
         for b in range(self.BUCKETS):
             uniq, cnt = np.unique(np.fromfile(self.folder / f"ids-{b:03d}.u64", dtype=np.uint64), return_counts=True)

@@ -78,20 +78,12 @@ RESUME_MAY_CHANGE = ("train.quiet", "train.stall_timeout_s", "train.max_failures
                      "train.eval_every", "scaling.", "data.path", "data.materialize", "name")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_resume_spec(saved: dict, spec: dict, out: Path) -> None:
     """Refuse to resume a run with a spec that trains something else: the checkpoint's optimiser state
     (its lr included) and epoch counters would silently win over the new values."""
-    a, b = _flat(saved), _flat(spec)
+    from ..spec import flat_items
+
+    a, b = dict(flat_items(saved)), dict(flat_items(spec))
     diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE)]
     if diff:
         shown = "; ".join(f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in diff[:5]) + (" …" if len(diff) > 5 else "")
@@ -107,6 +99,7 @@ def run_identity(out: Path, resume: bool, spec: dict | None = None) -> str:
     runs (and sweep trials) that share one ``scaling.storage_path`` never see each other's checkpoints.
     """
     f = out / RUN_FILE
+    spec = json.loads(json.dumps(spec, default=str)) if spec is not None else None   # as run.json holds it
     if resume and f.is_file():
         info = json.loads(f.read_text())
         if spec is not None and info.get("spec") is not None:
@@ -116,7 +109,7 @@ def run_identity(out: Path, resume: bool, spec: dict | None = None) -> str:
     info = {"run_id": run_id, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if spec is not None:
         info["spec"] = spec
-    f.write_text(json.dumps(info, indent=1, default=str))
+    f.write_text(json.dumps(info, indent=1))
     return run_id
 
 
@@ -237,7 +230,7 @@ def run_training(spec, out_dir, data: str | None = None, resume: bool = False, o
     prepare_run_dir(out, resume, overwrite)
     if resume and (done := finished_run(out, t0)) is not None:
         return done
-    run_id = run_identity(out, resume, json.loads(json.dumps(spec.to_dict(), default=str)))
+    run_id = run_identity(out, resume, spec.to_dict())
     try:
         root, manifest = resolve_dataset(data or spec.data.path, out / "data", spec.data.shards, progress=not quiet)
         result = fit_trainer(build_trainer(spec, out, root, manifest, quiet, run_id=run_id, resume=resume))

@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 
+from ..spec import flat_items
 from .plots import BOOKKEEPING
 
 
@@ -65,14 +66,6 @@ def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def _flat(d, prefix=""):
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            yield from _flat(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
 def log_mlflow(run_dir) -> str | None:
     """Log params and per-epoch metrics to MLflow when ``MLFLOW_TRACKING_URI`` is set and mlflow imports;
     otherwise do nothing. Returns the MLflow run id (or None)."""
@@ -88,7 +81,7 @@ def log_mlflow(run_dir) -> str | None:
     spec = cfg.get("spec") or {}
     mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"distclust-{spec.get('name', cfg['model'])}")
     with mlflow.start_run(run_name=run_dir.name) as run:
-        params = {k: str(v)[:500] for k, v in _flat(spec)} or {f"model.{k}": str(v) for k, v in cfg["params"].items()}
+        params = {k: str(v)[:500] for k, v in flat_items(spec)} or {f"model.{k}": str(v) for k, v in cfg["params"].items()}
         mlflow.log_params(params)
         for tag, v, step in scalars(history):
             mlflow.log_metric(tag.replace("/", "."), v, step=step)

@@ -37,7 +37,7 @@ def _trial(config: dict, sweep_raw: dict, base_raw: dict, data_root: str, out_ro
     res = finished_run(trial_dir, t0)
     if res is None:
         resume = (trial_dir / RUN_FILE).is_file()
-        run_id = run_identity(trial_dir, resume, json.loads(json.dumps(spec.to_dict(), default=str)))
+        run_id = run_identity(trial_dir, resume, spec.to_dict())
         res = collect_artifact(fit_trainer(build_trainer(spec, trial_dir, Path(data_root), manifest, quiet=True,
                                                          callbacks=[TuneReportCallback()], run_id=run_id,
                                                          resume=resume)), trial_dir, t0)
