@@ -1,6 +1,6 @@
 """True K vs chosen K for every criterion of distclust.select_k and the combined rule.
 
-    DISTCLUST_DATASETS=PATH python bench/choose_k.py [--only digits,mix5,...] [--replicates 5] [--ray]
+    DISTCLUST_DATASETS=PATH python bench/choose_k.py [--only digits,mix5,...] [--replicates 10] [--restarts 10] [--ray]
 
 Data sets (representation, K range searched): digits (the embedding tune/digits-k.yaml's trials
 share: jobs/digits-ae-kmeans.yaml, hidden [256, 256], 30 epochs, trained by `distclust train`),
@@ -26,7 +26,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # this checkout
 from choose_k_data import ae_embedding, customers, gaussian_mixture, inprocess_ae_embedding, standardise  # noqa: E402
 from common import RESULTS, ROOT, dataset  # noqa: E402
 
-from distclust.select_k import parse_k_range, select_k, tolerance  # noqa: E402
+from distclust.select_k import REPLICATES, RESTARTS, parse_k_range, select_k, tolerance  # noqa: E402
 
 WORK = ROOT / "bench" / "_work" / "choose_k"
 DIGITS_SETS = ["model.pretrain_epochs=30", "model.hidden=[256,256]", "scaling.num_workers=1"]
@@ -113,7 +113,8 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=",".join(ALL))
-    ap.add_argument("--replicates", type=int, default=5)
+    ap.add_argument("--replicates", type=int, default=REPLICATES)
+    ap.add_argument("--restarts", type=int, default=RESTARTS, help="k-means restarts per half-split fit")
     ap.add_argument("--sample", type=int, default=10_000)
     ap.add_argument("--ray", action="store_true", help="run each K as a Ray task (local Ray)")
     ap.add_argument("--table", action="store_true", help="print the markdown table of the saved results")
@@ -139,13 +140,14 @@ def main() -> None:
         ensure_ray(None, num_cpus=2)
     for name in a.only.split(","):
         Z, y, k, what, rng = load(name, dict(m.split("=", 1) for m in a.model))
-        sel = select_k(Z, parse_k_range(rng), seed=0, replicates=a.replicates, sample=a.sample, use_ray=a.ray)
+        sel = select_k(Z, parse_k_range(rng), seed=0, replicates=a.replicates, sample=a.sample, use_ray=a.ray,
+                       restarts=a.restarts)
         ok = {c: abs(v - k) <= 1 for c, v in sel.choices.items()}
         entry = {"true_k": k, "representation": what, "k_range": rng, "rows_total": len(Z), "chosen": sel.chosen,
                  "within_1": abs(sel.chosen - k) <= 1, "within_tolerance": abs(sel.chosen - k) <= tolerance(k),
                  "at_edge": sel.at_edge, "choices": sel.choices, "criteria_within_1": ok, "reason": sel.reason,
                  "warnings": sel.warnings, "criteria_rows": sel.rows, "criteria_s": sel.seconds,
-                 "replicates": a.replicates, "sample": a.sample,
+                 "replicates": a.replicates, "restarts": a.restarts, "sample": a.sample,
                  "command": f"DISTCLUST_DATASETS=PATH python bench/choose_k.py --only {name}"
                             + "".join(f" --model {m}" for m in a.model if m.startswith(name + "=")),
                  "labels_reported_only": label_check(Z, y, sorted({k, sel.chosen})), "table": sel.table}

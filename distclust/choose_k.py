@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DistclustError, SpecError
-from .select_k import KSelection, check_ks, parse_k_range, select_k
+from .select_k import RESTARTS, REPLICATES, KSelection, check_ks, parse_k_range, select_k
 
 SPACES = ("embedding", "features")
 # models that reshape their own embedding around the K they were given (docs/benchmarks.md, DEC on MNIST)
@@ -41,8 +41,9 @@ def check_space(space: str, where: str = "--space") -> None:
 
 
 def run_choose_k(spec_path: str, data: str | None, k: str, out: str | Path, space: str = "embedding",
-                 model: str | None = None, sample: int = 10_000, replicates: int = 5, seed: int = 0,
-                 sets: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> KSelection:
+                 model: str | None = None, sample: int = 10_000, replicates: int = REPLICATES, seed: int = 0,
+                 sets: list[str] | None = None, overwrite: bool = False, progress: bool = True,
+                 restarts: int = RESTARTS) -> KSelection:
     """Train (or load) the representation, sample rows, run the criteria as Ray tasks, write
     ``OUT/choose_k.json`` and ``OUT/choose_k.png``."""
     from .data import resolve_dataset
@@ -53,7 +54,9 @@ def run_choose_k(spec_path: str, data: str | None, k: str, out: str | Path, spac
     ks = parse_k_range(k)
     check_space(space)
     if replicates < 2:
-        raise SpecError(f"--replicates is {replicates}", "--replicates", "use 2 or more (5 is the default)")
+        raise SpecError(f"--replicates is {replicates}", "--replicates", f"use 2 or more ({REPLICATES} is the default)")
+    if restarts < 1:
+        raise SpecError(f"--restarts is {restarts}", "--restarts", f"use 1 or more ({RESTARTS} is the default)")
     spec = load_spec(spec_path, sets)
     out = Path(out).resolve()
     if (out / "choose_k.json").exists() and not overwrite:
@@ -74,11 +77,11 @@ def run_choose_k(spec_path: str, data: str | None, k: str, out: str | Path, spac
     X, _ = sample_dataset(root, sample, seed)  # labels are never read by the criteria
     Z = representation(X, space, model_dir)
     ensure_ray(spec.scaling.address, None)
-    sel = select_k(Z, ks, seed=seed, replicates=replicates, sample=sample, use_ray=True)
+    sel = select_k(Z, ks, seed=seed, replicates=replicates, sample=sample, use_ray=True, restarts=restarts)
     from .report.plots import k_selection
 
     result = {**sel.as_dict(), "space": space, "model": str(model_dir) if space == "embedding" else None,
-              "data": str(root), "seed": seed, "replicates": replicates}
+              "data": str(root), "seed": seed, "replicates": replicates, "restarts": restarts}
     result["plot"] = str(k_selection(sel.table, sel.choices, sel.chosen, out / "choose_k.png"))
     (out / "choose_k.json").write_text(json.dumps(result, indent=1))
     return sel
@@ -119,7 +122,7 @@ def select_in_sweep(df, done, sweep, spec, data_root, out: Path):
         space, model_dir = "embedding", done.sort_values("model.n_clusters").iloc[0]["model_dir"]
     check_ks(ks, len(X), f"sweep {sweep.name}: model.n_clusters (eval_sample {len(X)} rows)")
     sel = select_k(representation(X, space, model_dir), ks, seed=sweep.seed, replicates=sweep.select_replicates,
-                   sample=len(X), use_ray=True)
+                   sample=len(X), use_ray=True, restarts=sweep.select_restarts)
     near = min(trial_ks, key=lambda k: (abs(k - sel.chosen), k))
     if near != sel.chosen:
         sel.warnings.append(f"the chosen K ({sel.chosen}) has no trial; the nearest trial (K = {near}) is selected; "

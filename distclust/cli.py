@@ -163,7 +163,8 @@ def cmd_choose_k(a) -> int:
 
     out = a.out or str(Path("runs") / "choose-k" / Path(a.spec).stem)
     sel = run_choose_k(a.spec, a.data, a.k, out, space=a.space, model=a.model, sample=a.sample,
-                       replicates=a.replicates, seed=a.seed, sets=a.set, overwrite=a.overwrite, progress=not a.quiet)
+                       replicates=a.replicates, seed=a.seed, sets=a.set, overwrite=a.overwrite, progress=not a.quiet,
+                       restarts=a.restarts)
     cols = ("k", "stability", "ref_stability", "excess_stability", "prediction_strength", "gap", "gap_sd")
     print("\n" + "  ".join(f"{c:>10}" for c in cols))
     for r in sel.table:
@@ -364,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space", default="embedding", help="embedding (the spec's model, trained once) or features")
     s.add_argument("--model", help="use this trained artifact's embedding instead of training the spec")
     s.add_argument("--sample", type=int, default=10_000, help="rows (seeded sample) the criteria use")
-    s.add_argument("--replicates", type=int, default=5, help="half-splits per K and reference data sets")
+    s.add_argument("--replicates", type=int, default=10, help="half-splits per K and reference data sets")
+    s.add_argument("--restarts", type=int, default=10, help="k-means restarts (best inertia) per half-split fit")
     _flags(s, seed="seed of the sample, splits and references", set="override a job spec key",
            overwrite="replace an existing output folder", quiet="no progress lines")
     s.set_defaults(fn=cmd_choose_k)

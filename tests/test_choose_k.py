@@ -44,6 +44,23 @@ def test_ray_tasks_give_the_same_curves_as_the_local_loop(ray_cluster, blobs5):
     assert local.table == remote.table and local.choices == remote.choices
 
 
+def test_restarts_take_k_means_local_optima_out_of_stability():
+    """30 well-separated blobs: one k-means++ run per half misplaces a centroid in every replicate, so
+    the halves disagree although the structure is perfectly stable; the best of 10 runs does not."""
+    from distclust.select_k import split_agreement
+
+    X, _ = make_blobs(n=3000, k=30, d=8, seed=3, spread=0.3)
+    one = [split_agreement(X, 30, 0, rep, restarts=1)[0] for rep in range(4)]
+    ten = [split_agreement(X, 30, 0, rep, restarts=10)[0] for rep in range(4)]
+    assert max(one) < 0.97 and min(ten) > 0.999, (one, ten)
+
+
+def test_cli_restarts_below_one_exits_2(blobs_npz, tmp_path):
+    r = run_cli("choose-k", "jobs/digits-ae-kmeans.yaml", "--k", "2..6", "--data", blobs_npz, "--space",
+                "features", "--restarts", "0", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "--restarts" in r.stderr and "Fix:" in r.stderr, r.stderr
+
+
 def _rows(excess: dict[int, float]) -> list[dict]:
     return [{"k": k, "excess_stability": v} for k, v in excess.items()]
 
@@ -113,6 +130,7 @@ def test_cli_choose_k_on_features(ray_cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "o" / "choose_k.json").read_text())
     assert res["chosen"] == 5 and res["ks"] == list(range(2, 10)) and (tmp_path / "o" / "choose_k.png").is_file()
+    assert res["replicates"] == 2 and res["restarts"] == 10
     assert "chosen K = 5" in r.stdout
 
 

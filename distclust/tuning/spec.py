@@ -40,7 +40,8 @@ class SweepSpec:
     trial_cpus: float = 0.01          # the trial driver itself; its Train workers ask for their own
     eval_sample: int = 5000
     seed: int = 0
-    select_replicates: int = 5        # choose_k: half-splits per K and reference data sets
+    select_replicates: int = param(10, ge=2)   # choose_k: half-splits per K and reference data sets
+    select_restarts: int = param(10, ge=1)     # choose_k: k-means restarts per half-split fit
 
     def __post_init__(self) -> None:
         if self.metric is None:   # the default depends on what is searched
