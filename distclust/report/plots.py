@@ -229,11 +229,11 @@ def k_selection(table: list[dict], choices: dict, chosen: int, path: Path, title
         ax.axvline(chosen, color="red", lw=1.5, alpha=0.6, label=f"chosen: {chosen}")
         ax.set_xlabel("K")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()   # below the panels: inside, it hid the curves' peaks
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"{title}: chosen K = {chosen}" + (f" (DP mixture keeps {choices['dpmix']})" if "dpmix" in choices
                                                     else ""), fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
