@@ -175,6 +175,29 @@ def umap_scale(a) -> None:
         save("manifold_umap_scale", res)
 
 
+def inmemory(a) -> None:
+    """N2D as published, in memory: UMAP of ALL rows' embeddings + a full-covariance mixture, per
+    n_neighbors, scored by labels. No head, no assign: the ceiling the product's path is measured against."""
+    import distclust
+    import umap
+    from sklearn.mixture import GaussianMixture
+
+    from distclust.metrics import cluster_scores
+
+    d = np.load(dataset(f"{a.dataset}.npz"))
+    Z = distclust.load(a.ae).transform(d["X"].reshape(len(d["X"]), -1).astype(np.float32))
+    res = {"command": "python bench/manifold.py " + " ".join(sys.argv[1:]), "dataset": a.dataset, "rows": len(Z),
+           "what": "umap-learn (10-d, min_dist 0, seed 0) on all rows + GaussianMixture(full, seed 0); labels score it",
+           "runs": {}}
+    for nn in a.n_neighbors:
+        t = time.time()
+        U = umap.UMAP(n_neighbors=nn, n_components=10, min_dist=0.0, random_state=a.seed).fit_transform(Z)
+        pred = GaussianMixture(10, covariance_type="full", random_state=a.seed).fit(U).predict(U)
+        sc = cluster_scores(pred, d["y"])
+        res["runs"][str(nn)] = {k: float(sc[k]) for k in ("acc", "nmi", "ari")} | {"seconds": time.time() - t}
+        save(f"manifold_inmemory_{a.dataset}", res)
+
+
 def make_manifold(path: Path, ae_dir: Path, head_hidden: list[int]) -> Path:
     """A manifold artifact with ae_dir's encoder, a random head and a random 10-component mixture."""
     import torch
@@ -288,6 +311,11 @@ def main() -> None:
     s = sub.choices["select"]
     s.add_argument("--candidates", type=int, nargs="+", default=[5, 10, 20, 40])
     s.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("inmemory")
+    m.add_argument("--dataset", default="fashion_mnist")
+    m.add_argument("--ae", required=True)
+    m.add_argument("--n-neighbors", type=int, nargs="+", default=[10, 20])
+    m.add_argument("--seed", type=int, default=0)
     u = sub.add_parser("umap-scale")
     u.add_argument("--rows", type=int, nargs="+", default=[20_000, 100_000, 200_000])
     u.add_argument("--n-neighbors", type=int, default=10)
@@ -303,7 +331,7 @@ def main() -> None:
     b.add_argument("--head-hidden", nargs="+", default=["256,256", "64,64"])
     b.add_argument("--work", default=str(ROOT / "bench" / "_work" / "manifold"))
     a = ap.parse_args()
-    {"assign-bound": assign_bound, "quality": quality, "select": select, "umap-scale": umap_scale, "assign-scale": assign_scale}[a.cmd](a)
+    {"assign-bound": assign_bound, "quality": quality, "select": select, "inmemory": inmemory, "umap-scale": umap_scale, "assign-scale": assign_scale}[a.cmd](a)
 
 
 if __name__ == "__main__":
