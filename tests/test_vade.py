@@ -78,3 +78,10 @@ def test_relative_pretrained_run_dir_is_resolved_for_the_workers(vade_run, monke
     monkeypatch.chdir(run_dir.parent)
     spec = load_spec(vade_spec(pretrained=run_dir.name))
     assert spec.model.pretrained == str(vade_run.model_dir.resolve())
+
+
+def test_gmm_restarts_without_the_sklearn_start_are_a_spec_error():
+    """gmm_n_init restarts scikit-learn's own k-means; with the FAISS start it would be silently ignored."""
+    with pytest.raises(SpecError, match="gmm_init"):
+        load_spec(vade_spec(gmm_n_init=3))
+    assert load_spec(vade_spec(gmm_n_init=3, gmm_init="sklearn")).model.gmm_n_init == 3

@@ -8,7 +8,10 @@ Stages:
    loaded instead and the stage has 0 epochs.
 2. ``gmm_init``: embeddings μ̃(x) gathered from every worker (``gmm_sample`` rows, seeded), rank 0
    fits scikit-learn's ``GaussianMixture(covariance_type="diag")`` with the run seed, and
-   broadcasts (π, μ_k, σ²_k).
+   broadcasts (π, μ_k, σ²_k). ``gmm_init: faiss`` (default) starts its means at FAISS k-means, the
+   best inertia of ``gmm_kmeans_restarts`` runs; ``sklearn`` keeps scikit-learn's own single
+   k-means start, whose seed alone moved VaDE's start on MNIST from 0.889 to 0.781 ACC (the best of
+   10 by inertia: 0.898 / 0.887 / 0.885 for seeds 0-2).
 3. ``vade``: maximise the VaDE ELBO (one reparameterised sample per row)
 
    log p(x|z) − Σ_k γ_k KL(N(μ̃, σ̃²) ‖ N(μ_k, σ²_k)) − KL(γ ‖ π),   γ = p(c | z)
@@ -43,7 +46,10 @@ class VaDEParams(AEParams):
     #                                    | typed (a table's per-column likelihoods: Gaussian, Bernoulli, categorical)
     recon_logvar: float = 0.0          # log σ² of the Gaussian decoder (recon: mse), e.g. -4.6 for σ² = 0.01
     gmm_sample: int = 70_000           # rows gathered (all workers) for the GMM initialisation
-    gmm_n_init: int = param(1, ge=1)
+    gmm_n_init: int = param(1, ge=1)   # gmm_init: sklearn — scikit-learn's restarts (best likelihood)
+    # faiss: GMM means start at FAISS k-means (best inertia of gmm_kmeans_restarts) | sklearn: its own k-means
+    gmm_init: str = param("faiss", choices=("faiss", "sklearn"))
+    gmm_kmeans_restarts: int = param(10, ge=1)
     epochs: int = param(50, ge=0)      # VaDE ELBO epochs
     lr: float = param(2e-3, gt=0)
     # step decay of the ELBO stage's lr: × lr_decay every lr_decay_every epochs, never below lr_floor
@@ -56,6 +62,10 @@ class VaDEParams(AEParams):
         super().check(s)
         require(self.gmm_sample >= self.n_clusters, f"{s}.gmm_sample",
                 f"'{s}.gmm_sample' ({self.gmm_sample}) is below n_clusters ({self.n_clusters})", "raise gmm_sample")
+        require(self.gmm_init == "sklearn" or self.gmm_n_init == 1, f"{s}.gmm_n_init",
+                f"'{s}.gmm_n_init' ({self.gmm_n_init}) restarts scikit-learn's own k-means, but gmm_init is "
+                "'faiss' (one GMM fit from the best of gmm_kmeans_restarts FAISS k-means runs)",
+                "set gmm_init: sklearn to keep gmm_n_init, or use gmm_kmeans_restarts")
 
 
 def mixture_elbo_terms(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, log_pi: torch.Tensor,
@@ -167,11 +177,19 @@ class VaDE(MixturePriorVAE):
             if ctx.rank == 0:
                 from sklearn.mixture import GaussianMixture
 
-                gmm = GaussianMixture(K, covariance_type="diag", random_state=ctx.seed, n_init=p.gmm_n_init,
-                                      reg_covar=1e-6, max_iter=200).fit(z.cpu().double().numpy())
+                zn = z.cpu().double().numpy()
+                start = {}
+                if p.gmm_init == "faiss":
+                    from ..faiss_ops import kmeans
+
+                    start = {"means_init": kmeans(zn.astype("float32"), K, seed=ctx.seed,
+                                                  nredo=p.gmm_kmeans_restarts)[0].astype("float64")}
+                gmm = GaussianMixture(K, covariance_type="diag", random_state=ctx.seed,
+                                      n_init=1 if start else p.gmm_n_init, reg_covar=1e-6, max_iter=200,
+                                      **start).fit(zn)
                 packed = torch.cat([torch.as_tensor(gmm.weights_), torch.as_tensor(gmm.means_).reshape(-1),
                                     torch.as_tensor(gmm.covariances_).reshape(-1),
-                                    torch.tensor([gmm.score(z.cpu().double().numpy())])])
+                                    torch.tensor([gmm.score(zn)])])
             packed = ctx.broadcast(packed.to(ctx.device)).cpu()
             w, mu = packed[:K], packed[K:K + K * D].reshape(K, D)
             var = packed[K + K * D:K + 2 * K * D].reshape(K, D)
