@@ -74,6 +74,28 @@ def test_marginal_elbo_equals_brute_force_sum_over_y():
     assert torch.isfinite(m(x, "train")["loss"])
 
 
+def test_softplus_variances_are_arias_parameterisation():
+    """variance: softplus reads the networks' outputs as σ² = softplus(a) (jariasf/GMVAE) for q(z|x,y)
+    and p(z|y), with biases on p(z|y); exp reads them as log σ² with p(z|y)'s log σ² starting at 0."""
+    m = _model("gmvae-gumbel", variance="softplus").double()
+    x = torch.rand(4, 6, dtype=torch.float64)
+    with torch.no_grad():
+        a = m.pz_logvar.weight.t() + m.pz_logvar.bias          # (K, latent) pre-activations
+        np.testing.assert_allclose(m.component_logvars().exp().numpy(), F.softplus(a).numpy() + 1e-8, rtol=1e-9)
+        assert m.component_logvars().std() > 0                  # Xavier weights: σ²_y differ per y and dim
+        h = m.trunk(x)
+        y = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0]]
+        lin = m.qz.head.logvar(m.qz.trunk(torch.cat([h, y], -1)))
+        np.testing.assert_allclose(m.q_z(h, y)[1].exp().numpy(), F.softplus(lin).numpy() + 1e-8, rtol=1e-9)
+    m.pz_mu.bias.data.fill_(0.5)                                # the mean's bias moves every component
+    np.testing.assert_allclose(m.component_means().detach().numpy(),
+                               (m.pz_mu.weight.t() + 0.5).detach().numpy())
+    torch.manual_seed(0)
+    assert torch.isfinite(m(x, "train")["loss"]) and torch.isfinite(m.marginal_elbo(x)["elbo"]).all()
+    e = _model("gmvae-gumbel")
+    assert e.pz_logvar.bias is None and float(e.component_logvars().abs().max()) == 0.0
+
+
 # --------------------------------------------------------------------------- cost in K
 def _decoder_calls(model, x):
     rows = []

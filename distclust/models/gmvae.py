@@ -49,7 +49,7 @@ from .base import ClusterModel, ModelParams, Stage
 from .distributions import (SCHEDULES, categorical_kl, decoder_mean, gumbel_softmax, kl_normal,
                             log_exp_concrete_density, log_normal, recon_log_likelihood, reparameterize,
                             sample_components, sample_exp_concrete, schedule)
-from .networks import GaussianEncoder, NetworkParams, mlp
+from .networks import VARIANCES, GaussianEncoder, NetworkParams, mlp, variance_to_logvar
 
 RECON = ("bernoulli", "gaussian")
 ENCODERS = ("shared", "separate")
@@ -68,6 +68,10 @@ class GMVAEParams(NetworkParams, ModelParams):
     # shared: q(y|x) and q(z|x,y) share an MLP trunk on x; separate: each its own MLP on x (Arias),
     # q(z|x,y) on [x, y]
     encoder: str = param("shared", choices=ENCODERS)
+    # how q(z|x,y) and p(z|y) output variances: exp (log-variances; p(z|y) log-variances start at 0, no
+    # biases) or softplus (Arias' GMVAE: σ² = softplus(·), and p(z|y) = Linear(y) with biases, both maps
+    # Xavier-initialised, so σ²_y starts near 0.69 and differs per component and dimension)
+    variance: str = param("exp", choices=VARIANCES)
     epochs: int = param(30, ge=1)
     lr: float = param(1e-3, gt=0)
     weight_decay: float = param(0.0, ge=0)
@@ -150,17 +154,23 @@ class GMVAE(ClusterModel):
         if p.encoder == "shared":   # h = trunk(x) feeds both heads
             self.trunk = mlp([input_dim, *h], p.activation, last_activation=True)
             self.qy = nn.Linear(h[-1], k)                              # q(y|x) logits
-            self.qz = GaussianEncoder(h[-1] + k, [h[-1]], p.latent_dim, p.activation)  # q(z|x,y) on [h, y]
+            self.qz = GaussianEncoder(h[-1] + k, [h[-1]], p.latent_dim, p.activation, p.variance)  # on [h, y]
         else:                       # h = x; each head is a full MLP
             self.trunk = nn.Identity()
             self.qy = mlp([input_dim, *h, k], p.activation)
-            self.qz = GaussianEncoder(input_dim + k, h, p.latent_dim, p.activation)
-        self.pz_mu = nn.Linear(k, p.latent_dim, bias=False)            # p(z|y): weight[:, y] = mu_y
-        self.pz_logvar = nn.Linear(k, p.latent_dim, bias=False)
+            self.qz = GaussianEncoder(input_dim + k, h, p.latent_dim, p.activation, p.variance)
+        arias = p.variance == "softplus"
+        self.pz_mu = nn.Linear(k, p.latent_dim, bias=arias)            # p(z|y): mu_y = weight[:, y] (+ bias)
+        self.pz_logvar = nn.Linear(k, p.latent_dim, bias=arias)
         self.decoder = mlp([p.latent_dim, *h[::-1], input_dim], p.activation)
         with torch.no_grad():
             self.pz_mu.weight.normal_(0.0, p.prior_scale)
-            self.pz_logvar.weight.zero_()
+            if arias:   # Xavier-normal weights, zero biases, as every Linear in Arias' code
+                nn.init.xavier_normal_(self.pz_logvar.weight)
+                nn.init.zeros_(self.pz_mu.bias)
+                nn.init.zeros_(self.pz_logvar.bias)
+            else:
+                self.pz_logvar.weight.zero_()
         # annealing clock: the global step where the training stage began and its steps per epoch
         self.register_buffer("anneal_origin", torch.zeros((), dtype=torch.long))
         self.register_buffer("anneal_steps_per_epoch", torch.ones((), dtype=torch.long))
@@ -178,7 +188,7 @@ class GMVAE(ClusterModel):
 
     def p_z(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of p(z|y) for y one-hot or relaxed (a convex mix of the mu_y)."""
-        return self.pz_mu(y), self.pz_logvar(y).clamp(-12.0, 12.0)
+        return self.pz_mu(y), variance_to_logvar(self.pz_logvar(y), self.params.variance)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -187,10 +197,10 @@ class GMVAE(ClusterModel):
         return recon_log_likelihood(out, xn, self.params.recon, self.params.recon_logvar)
 
     def component_means(self) -> torch.Tensor:
-        return self.pz_mu.weight.t()
+        return self.p_z(torch.eye(self.n_clusters, device=self.pz_mu.weight.device, dtype=self.pz_mu.weight.dtype))[0]
 
     def component_logvars(self) -> torch.Tensor:
-        return self.pz_logvar.weight.t().clamp(-12.0, 12.0)
+        return self.p_z(torch.eye(self.n_clusters, device=self.pz_mu.weight.device, dtype=self.pz_mu.weight.dtype))[1]
 
     def anneal_epoch(self) -> float:
         """Fractional epochs since the training stage began (the unit of every schedule)."""

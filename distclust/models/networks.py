@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..validation import param
 
@@ -153,29 +154,44 @@ def require_layout(normalizer, recon: str, where: str) -> BlockLayout | None:
     return BlockLayout(blocks)
 
 
-class GaussianHead(nn.Module):
-    """Two linear maps ``h → (mu, logvar)`` of a diagonal Gaussian (logvar clamped to [-12, 12])."""
+VARIANCES = ("exp", "softplus")
 
-    def __init__(self, in_dim: int, latent_dim: int):
+
+def variance_to_logvar(a: torch.Tensor, variance: str = "exp") -> torch.Tensor:
+    """A network output ``a`` as a log-variance: ``exp`` reads it as log σ² (clamped to [-12, 12]);
+    ``softplus`` as σ² = softplus(a) (Arias' GMVAE), whose σ² grows linearly, not exponentially, in
+    ``a`` above 0 and starts at 0.69 for a = 0."""
+    if variance == "softplus":
+        return torch.log(F.softplus(a) + 1e-8).clamp(-12.0, 12.0)
+    return a.clamp(-12.0, 12.0)
+
+
+class GaussianHead(nn.Module):
+    """Two linear maps ``h → (mu, logvar)`` of a diagonal Gaussian (``variance``: how the second
+    map's output becomes a variance, see :func:`variance_to_logvar`)."""
+
+    def __init__(self, in_dim: int, latent_dim: int, variance: str = "exp"):
         super().__init__()
         self.mu = nn.Linear(in_dim, latent_dim)
         self.logvar = nn.Linear(in_dim, latent_dim)
+        self.variance = variance
         for m in (self.mu, self.logvar):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mu(h), self.logvar(h).clamp(-12.0, 12.0)
+        return self.mu(h), variance_to_logvar(self.logvar(h), self.variance)
 
 
 class GaussianEncoder(nn.Module):
     """``x → mlp(input_dim, *hidden) → (mu, logvar)`` (activation after the last hidden layer)."""
 
-    def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str = "relu"):
+    def __init__(self, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str = "relu",
+                 variance: str = "exp"):
         super().__init__()
         hidden = list(hidden)
         self.trunk = mlp([input_dim, *hidden], activation, last_activation=True) if hidden else nn.Identity()
-        self.head = GaussianHead(hidden[-1] if hidden else input_dim, latent_dim)
+        self.head = GaussianHead(hidden[-1] if hidden else input_dim, latent_dim, variance)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.trunk(x))
