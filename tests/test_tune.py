@@ -136,3 +136,39 @@ def test_score_space_scores_the_trial_partition_in_the_chosen_space(tmp_path):
         assert s["acc"] == distclust.load(trial).score_metrics(X, y)["acc"]
         got[space] = s["silhouette"]
     assert len({round(v, 6) for v in got.values()}) == 3  # three different spaces, three different scores
+
+
+@pytest.mark.fast
+def test_random_search_keeps_max_concurrent_trials_and_its_seed():
+    """Tune ignores max_concurrent_trials for a BasicVariantGenerator it is handed: every random
+    trial started at once and waited on the same CPUs. The limit lives in the generator now."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from distclust.tuning import param_space
+    from distclust.tuning.run import search_algorithm
+    from distclust.tuning.spec import SweepSpec
+
+    sweep = SweepSpec(name="s", base="job.yaml", algorithm="random", num_samples=4, max_concurrent_trials=1,
+                      search={"model.lr": {"loguniform": [1e-4, 1e-1]}}, seed=3)
+
+    from ray.tune import register_trainable
+
+    register_trainable("noop_trainable", lambda config: None)
+
+    def first_trials(alg):
+        alg.add_configurations({"s": {"run": "noop_trainable", "config": param_space(sweep), "num_samples": 4}})
+        out = []
+        while (t := alg.next_trial()) is not None:
+            out.append(t)
+        return out
+
+    alg = search_algorithm(sweep, "max")
+    assert isinstance(alg, BasicVariantGenerator) and alg.max_concurrent == 1
+    trials = first_trials(alg)
+    assert len(trials) == 1                   # one live trial: the second waits for it to end
+    alg.on_trial_complete(trials[0].trial_id)
+    second = alg.next_trial()
+    assert second is not None
+    # the seed fixes the sampled configurations
+    again = first_trials(search_algorithm(sweep, "max"))
+    assert again[0].config == trials[0].config

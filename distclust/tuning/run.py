@@ -61,6 +61,22 @@ def _trial(config: dict, sweep_raw: dict, base_raw: dict, data_root: str, out_ro
                  "train_wall_s": time.time() - t0})
 
 
+def search_algorithm(sweep, mode: str):
+    """The sweep's seeded search algorithm (None: Tune's grid). A BasicVariantGenerator passed in
+    makes Tune ignore ``max_concurrent_trials`` (it only wraps a ``Searcher``), so every random
+    trial would start at once and wait on the same CPUs; the limit goes into the generator itself."""
+    if sweep.algorithm == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
+    if sweep.algorithm == "optuna":   # a Searcher: Tune wraps it in a ConcurrencyLimiter
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(metric=sweep.metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=sweep.seed))
+    return None
+
+
 def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, resume: bool = False,
               overwrite: bool = False, address: str | None = None, overrides: list[str] | None = None,
               progress: bool = True, base_job: str | None = None) -> dict:
@@ -110,17 +126,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
             scheduler = ASHAScheduler(metric=sweep.asha_metric, mode="min", time_attr="training_iteration",
                                       grace_period=sweep.asha_grace_period,
                                       reduction_factor=sweep.asha_reduction_factor, max_t=max_t)
-        search_alg = None
-        if sweep.algorithm == "random":
-            from ray.tune.search.basic_variant import BasicVariantGenerator
-
-            search_alg = BasicVariantGenerator(random_state=sweep.seed)
-        elif sweep.algorithm == "optuna":
-            from ray.tune.search.optuna import OptunaSearch
-            import optuna
-
-            search_alg = OptunaSearch(metric=sweep.metric, mode=mode,
-                                      sampler=optuna.samplers.TPESampler(seed=sweep.seed))
+        search_alg = search_algorithm(sweep, mode)
         tuner = Tuner(trainable, param_space=param_space(sweep),
                       tune_config=TuneConfig(num_samples=sweep.num_samples, scheduler=scheduler,
                                              search_alg=search_alg,
