@@ -172,3 +172,26 @@ def test_random_search_keeps_max_concurrent_trials_and_its_seed():
     # the seed fixes the sampled configurations
     again = first_trials(search_algorithm(sweep, "max"))
     assert again[0].config == trials[0].config
+
+
+@pytest.mark.fast
+def test_selection_passes_over_trials_that_leave_clusters_empty():
+    """Silhouette rewards fewer, bigger clusters: on a 10k MNIST ClAM sweep the best silhouette was a
+    trial that put every row in 2 of its 10 clusters (ACC 0.20). Such a trial ranks after every trial
+    that uses all of its K; the switch turns it off; K may be searched too."""
+    from distclust.tuning.run import select_best
+    from distclust.tuning.spec import SweepSpec
+
+    done = pd.DataFrame({"trial": ["a", "b", "c"], "silhouette": [0.078, 0.063, 0.056],
+                         "clusters_used": [2.0, 10.0, 10.0]})
+    sweep = SweepSpec(name="s", base="job.yaml", search={"model.beta": {"choice": [1, 2]}}, metric="silhouette")
+    best, passed_over = select_best(done, sweep, default_k=10)
+    assert best["trial"] == "b" and passed_over == 1
+    sweep.require_all_clusters = False
+    assert select_best(done, sweep, default_k=10)[0]["trial"] == "a"
+    sweep.require_all_clusters = True
+    searched = done.assign(**{"model.n_clusters": [2, 12, 10]})   # a uses all of its 2; b only 10 of 12
+    best, passed_over = select_best(searched, sweep, default_k=10)
+    assert best["trial"] == "a" and passed_over == 1
+    none_full = done.assign(clusters_used=[2.0, 9.0, 8.0])         # none uses all: the best of the rest
+    assert select_best(none_full, sweep, default_k=10)[0]["trial"] == "a"

@@ -23,6 +23,9 @@ Sweep spec (``tune/*.yaml``)::
     score_space: embedding                  # where silhouette / Davies-Bouldin / BIC are computed:
                                             #   embedding (each trial's own), pretrained (the base job's
                                             #   model.pretrained, the same for all trials), features (input)
+    require_all_clusters: true              # a trial that leaves some of its K clusters empty ranks after
+                                            #   every trial that uses them all (partition scores reward
+                                            #   fewer, bigger clusters)
     scheduler: asha                         # asha | none (ASHA stops poor trials on the training loss)
     max_concurrent_trials: 1
 

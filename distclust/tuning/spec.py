@@ -32,6 +32,9 @@ class SweepSpec:
     # trials' partitions in one space that does not depend on K avoids that.
     score_space: str = param("embedding", choices=SCORE_SPACES)
     labels_for_selection: bool = False
+    # a trial whose partition leaves some of its K clusters empty ranks after every trial that uses
+    # them all (silhouette and Davies-Bouldin reward fewer, bigger clusters)
+    require_all_clusters: bool = True
     scheduler: str = param("asha", choices=("asha", "none"))
     asha_grace_period: int = 1
     asha_reduction_factor: int = 2
