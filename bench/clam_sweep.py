@@ -71,7 +71,7 @@ def subset(name: str, rows: int, work: Path) -> str:
     return str(out)
 
 
-def kmeans_side(out: Path, k: int, seed: int, eval_sample: int) -> dict:
+def kmeans_side(out: Path, model_dir: str, k: int, seed: int, eval_sample: int) -> dict:
     """FAISS k-means (best of 10) on the sweep's normalised features, scored on the sweep's sample."""
     from sklearn.metrics import silhouette_score
 
@@ -81,7 +81,7 @@ def kmeans_side(out: Path, k: int, seed: int, eval_sample: int) -> dict:
     from distclust.data.sample import sample_dataset
     from distclust.metrics import cluster_scores
 
-    model = distclust.load(out / "best_model")
+    model = distclust.load(model_dir)
     rows = Manifest.load(out / "data").rows
     Xall, yall = sample_dataset(out / "data", rows, seed)           # every row
     Zall = model.normalize(Xall).astype(np.float32)
@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--epochs", type=int, default=0, help="epochs per trial (0: the set's default)")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rescore", action="store_true", help="re-select and re-score existing sweeps, no training")
     a = ap.parse_args()
     work = WORK / "clam_sweep"
     work.mkdir(parents=True, exist_ok=True)
@@ -132,25 +133,41 @@ def main() -> None:
                "--overwrite", "--quiet", "--set", f"model.n_clusters={k}", "--set", f"data.normalize={normalize}",
                "--set", f"model.epochs={epochs}", "--set", f"train.batch_size={a.batch_size}"]
         print(" ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        wall = time.time() - t
-        summary = json.loads((out / "summary.json").read_text())
+        if a.rescore:
+            wall = result["sets"].get(name, {}).get("sweep_wall_s", 0)
+        else:
+            subprocess.run(cmd, check=True, cwd=ROOT)
+            wall = time.time() - t
         import pandas as pd
 
+        from distclust.tuning.run import select_best
+        from distclust.tuning.spec import SweepSpec
+
         table = pd.read_csv(out / "results.csv")
-        km, clam_all = kmeans_side(out, k, sweep_raw.get("seed", 0), sweep_raw.get("eval_sample", 5000))
+        # the product's selection rule (the summary of a sweep run before a rule change may differ)
+        best, passed_over = select_best(table[table["status"] == "completed"], SweepSpec(**sweep_raw), k)
+        summary = {"best_config": {c: best[c].item() if hasattr(best[c], "item") else best[c]
+                                   for c in sweep_raw["search"]},
+                   "value": float(best["silhouette"]), "clusters_used": int(best["clusters_used"])}
+        km, clam_all = kmeans_side(out, best["model_dir"], k, sweep_raw.get("seed", 0),
+                                   sweep_raw.get("eval_sample", 5000))
         trials = [{c: (None if pd.isna(r[c]) else (r[c].item() if hasattr(r[c], "item") else r[c]))
                    for c in table.columns if c in ("model.beta", "model.steps", "model.mask_prob", "model.lr",
                                                    "silhouette", "acc", "nmi", "clusters_used", "status")}
                   for _, r in table.iterrows()]
         entry = {"rows": int(len(np.load(data)["X"])) if data.endswith(".npz") else 1797, "k": k,
-                 "clam_selected": {"config": summary["best_config"], "silhouette": summary["value"], **clam_all},
+                 "clam_selected": {"config": summary["best_config"], "silhouette": summary["value"],
+                                   "clusters_used": summary["clusters_used"], **clam_all},
+                 "trials_passed_over_for_empty_clusters": passed_over,
                  "kmeans": km, "clam_above_kmeans": summary["value"] > km["silhouette"],
                  "epochs": epochs, "sweep_wall_s": round(wall), "trials": trials}
         result["sets"][name] = entry
         print(name, json.dumps({k2: v for k2, v in entry.items() if k2 != "trials"}), flush=True)
-        result.update({"command": command("clam_sweep.py"), "sweep": "tune/clam-silhouette.yaml",
-                       "trials_per_set": a.trials, "machine": "2-core CPU"})
+        if a.rescore:
+            result["rescored"] = "selection and k-means side recomputed from the saved sweeps: " + command("clam_sweep.py")
+        else:
+            result.update({"command": command("clam_sweep.py"), "sweep": "tune/clam-silhouette.yaml",
+                           "trials_per_set": a.trials, "machine": "2-core CPU"})
         path.write_text(json.dumps(result, indent=1))
     n_above = sum(bool(v["clam_above_kmeans"]) for v in result["sets"].values())
     print(f"ClAM's selected silhouette above k-means on {n_above} of {len(result['sets'])} data sets")
