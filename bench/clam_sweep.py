@@ -145,7 +145,7 @@ def main() -> None:
 
         table = pd.read_csv(out / "results.csv")
         # the product's selection rule (the summary of a sweep run before a rule change may differ)
-        best, passed_over = select_best(table[table["status"] == "completed"], SweepSpec(**sweep_raw), k)
+        best, passed_over, _ = select_best(table[table["status"] == "completed"], SweepSpec(**sweep_raw), k)
         summary = {"best_config": {c: best[c].item() if hasattr(best[c], "item") else best[c]
                                    for c in sweep_raw["search"]},
                    "value": float(best["silhouette"]), "clusters_used": int(best["clusters_used"])}

@@ -185,13 +185,14 @@ def test_selection_passes_over_trials_that_leave_clusters_empty():
     done = pd.DataFrame({"trial": ["a", "b", "c"], "silhouette": [0.078, 0.063, 0.056],
                          "clusters_used": [2.0, 10.0, 10.0]})
     sweep = SweepSpec(name="s", base="job.yaml", search={"model.beta": {"choice": [1, 2]}}, metric="silhouette")
-    best, passed_over = select_best(done, sweep, default_k=10)
-    assert best["trial"] == "b" and passed_over == 1
+    best, passed_over, none_full = select_best(done, sweep, default_k=10)
+    assert best["trial"] == "b" and passed_over == 1 and not none_full
     sweep.require_all_clusters = False
     assert select_best(done, sweep, default_k=10)[0]["trial"] == "a"
     sweep.require_all_clusters = True
     searched = done.assign(**{"model.n_clusters": [2, 12, 10]})   # a uses all of its 2; b only 10 of 12
-    best, passed_over = select_best(searched, sweep, default_k=10)
-    assert best["trial"] == "a" and passed_over == 1
+    best, passed_over, none_full = select_best(searched, sweep, default_k=10)
+    assert best["trial"] == "a" and passed_over == 1 and not none_full
     none_full = done.assign(clusters_used=[2.0, 9.0, 8.0])         # none uses all: the best of the rest
-    assert select_best(none_full, sweep, default_k=10)[0]["trial"] == "a"
+    best, passed_over, warn = select_best(none_full, sweep, default_k=10)
+    assert best["trial"] == "a" and passed_over == 3 and warn

@@ -77,26 +77,22 @@ def search_algorithm(sweep, mode: str):
     return None
 
 
-def _trial_k(row, default_k: int) -> int:
-    k = row.get("model.n_clusters", default_k) if hasattr(row, "get") else default_k
-    return int(k) if k == k and k is not None else default_k
-
-
 def select_best(done, sweep: SweepSpec, default_k: int):
     """The best completed trial by the sweep's metric, and how many trials were passed over because
     their partition left clusters empty. A label-free partition score rewards fewer, bigger clusters
     (silhouette: a 2-cluster split of MNIST beats every 10-cluster one), so with
     ``require_all_clusters`` a trial that uses fewer clusters than its K ranks after every trial that
-    uses them all; if none does, the best of the rest is selected and the sweep warns."""
+    uses them all; if none does, the best of the rest is selected and the sweep warns. Returns
+    (best row, trials passed over, whether none used all of its clusters)."""
     mode = METRIC_MODES[sweep.metric]
     ranked = done.sort_values(sweep.metric, ascending=(mode == "min"))
     if not sweep.require_all_clusters or "clusters_used" not in ranked or not default_k and \
             "model.n_clusters" not in ranked:
-        return ranked.iloc[0], 0
+        return ranked.iloc[0], 0, False
     ks = ranked["model.n_clusters"].astype(float) if "model.n_clusters" in ranked else float(default_k)
     full = ranked["clusters_used"].astype(float) >= ks
     collapsed = int((~full).sum())
-    return (ranked[full] if full.any() else ranked).iloc[0], collapsed
+    return (ranked[full] if full.any() else ranked).iloc[0], collapsed, not full.any()
 
 
 def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, resume: bool = False,
@@ -172,13 +168,13 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
     done = df[df["status"] == "completed"] if len(df) else df
     if done.empty or (sweep.metric not in done and sweep.metric != "choose_k"):
         raise DistclustError("no trial of the sweep completed", str(out), "see the trial errors above")
-    selection, collapsed = None, 0
+    selection, collapsed, none_full = None, 0, False
     if sweep.metric == "choose_k":  # K estimated in one shared space; the trial with that K is selected
         from ..choose_k import select_in_sweep
 
         df, done, best, selection = select_in_sweep(df, done, sweep, spec, root, out)
     else:
-        best, collapsed = select_best(done, sweep, int(getattr(spec.model, "n_clusters", 0) or 0))
+        best, collapsed, none_full = select_best(done, sweep, int(getattr(spec.model, "n_clusters", 0) or 0))
     df["selected"] = df["trial"] == best["trial"]
     df.to_parquet(out / "results.parquet", index=False)
     df.to_csv(out / "results.csv", index=False)
@@ -200,7 +196,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, data: str | None = None, re
     summary["warnings"] = list(selection.warnings) if selection else []
     if selection is None and collapsed:
         summary["trials_with_empty_clusters"] = collapsed
-        if best.get("clusters_used", 0) < _trial_k(best, int(getattr(spec.model, "n_clusters", 0) or 0)):
+        if none_full:
             summary["warnings"].append(
                 f"every completed trial left some of its clusters empty; the selected one uses "
                 f"{int(best['clusters_used'])}: widen the search (e.g. a lower inverse temperature or "
