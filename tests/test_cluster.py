@@ -12,9 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
-
-import distclust
+from conftest import ROOT
 
 
 def test_cluster_yaml_validates_against_rays_autoscaler_schema():
@@ -44,27 +42,6 @@ def test_kuberay_rayjob_validates_and_runs_a_real_spec():
     doc["spec"]["shutdownAfterJobFinishes"] = "yes"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema)
-
-
-def test_submit_digits_job_to_a_real_job_server(ray_cluster, tmp_path):
-    import ray
-
-    dashboard = "http://" + ray._private.worker._global_node.webui_url
-    out = tmp_path / "run"
-    r = run_cli("submit", "jobs/digits-ae-kmeans.yaml", "--address", dashboard, "--out", out,
-                "--set", "model.pretrain_epochs=2", "--set", "model.hidden=[32]", "--set", "scaling.num_workers=1",
-                timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    job_id = r.stdout.strip().splitlines()[-1]
-    assert "SUCCEEDED" in r.stdout
-    r = run_cli("jobs", "status", job_id, "--address", dashboard)
-    assert r.returncode == 0 and r.stdout.strip() == "SUCCEEDED"
-    r = run_cli("jobs", "logs", job_id, "--address", dashboard)
-    assert "training finished" in r.stdout
-    model = distclust.load(out / "model")
-    assert model.n_clusters_ == 10
-    r = run_cli("jobs", "status", "no-such-job", "--address", dashboard)
-    assert r.returncode == 2 and "no job 'no-such-job'" in r.stderr
 
 
 TWO_NODES = textwrap.dedent("""

@@ -85,7 +85,8 @@ def two_cpu_head():
 
 
 def test_digits_job_on_a_two_cpu_head_finishes(two_cpu_head, tmp_path):
-    """The embedded default job, 2 workers × 1 CPU, on a head with exactly 2 CPUs: it finishes."""
+    """The embedded default job, 2 workers × 1 CPU, submitted to the job server of a head with exactly
+    2 CPUs: it finishes, and `distclust jobs status|logs` report it."""
     out = tmp_path / "run"
     r = run_cli("submit", "jobs/digits-ae-kmeans.yaml", "--address", two_cpu_head, "--out", out,
                 "--set", "model.pretrain_epochs=3", "--set", "model.hidden=[64]", "--set", "train.stall_timeout_s=240",
@@ -93,6 +94,15 @@ def test_digits_job_on_a_two_cpu_head_finishes(two_cpu_head, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "SUCCEEDED" in r.stdout
     assert distclust.load(out / "model").n_clusters_ == 10
+    # the job server's view of it, through `distclust jobs` (status, logs, an unknown id)
+    job_id = r.stdout.strip().splitlines()[-1]
+    env = {"RAY_ADDRESS": ""}
+    r = run_cli("jobs", "status", job_id, "--address", two_cpu_head, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "SUCCEEDED", r.stdout + r.stderr
+    r = run_cli("jobs", "logs", job_id, "--address", two_cpu_head, env=env)
+    assert "training finished" in r.stdout
+    r = run_cli("jobs", "status", "no-such-job", "--address", two_cpu_head, env=env)
+    assert r.returncode == 2 and "no job 'no-such-job'" in r.stderr
 
 
 def test_a_job_larger_than_the_cluster_fails_at_once(ray_cluster, tmp_path):
