@@ -76,11 +76,10 @@ def two_cpu_head():
         shutil.rmtree(temp, ignore_errors=True)
         pytest.fail("a 2-CPU Ray head did not start twice: " + url)
     yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    # `ray start --block` stops its processes one by one on SIGTERM (~30 s); every process of this head
+    # shares its process group (the job's workers included), so SIGKILL to the group ends it at once
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(60)
     shutil.rmtree(temp, ignore_errors=True)
 
 
