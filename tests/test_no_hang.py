@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli, tiny_spec
+from conftest import run_cli, tiny_spec
 
 import distclust
 from distclust.spec import load_spec
@@ -86,16 +86,15 @@ def two_cpu_head():
 def test_digits_job_on_a_two_cpu_head_finishes(two_cpu_head, tmp_path):
     """The embedded default job, 2 workers × 1 CPU, submitted to the job server of a head with exactly
     2 CPUs: it finishes, and `distclust jobs status|logs` report it."""
-    out = tmp_path / "run"
+    out, env = tmp_path / "run", {"RAY_ADDRESS": ""}   # this head, not the session's cluster
     r = run_cli("submit", "jobs/digits-ae-kmeans.yaml", "--address", two_cpu_head, "--out", out,
                 "--set", "model.pretrain_epochs=3", "--set", "model.hidden=[64]", "--set", "train.stall_timeout_s=240",
-                timeout=900, env={"RAY_ADDRESS": ""})
+                timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "SUCCEEDED" in r.stdout
     assert distclust.load(out / "model").n_clusters_ == 10
     # the job server's view of it, through `distclust jobs` (status, logs, an unknown id)
     job_id = r.stdout.strip().splitlines()[-1]
-    env = {"RAY_ADDRESS": ""}
     r = run_cli("jobs", "status", job_id, "--address", two_cpu_head, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "SUCCEEDED", r.stdout + r.stderr
     r = run_cli("jobs", "logs", job_id, "--address", two_cpu_head, env=env)
