@@ -137,8 +137,14 @@ def test_nearest_mean_artifact_assigns_through_faiss(in_process, tmp_path):
 def ray_run(ray_cluster, blobs_dataset, tmp_path_factory):
     from distclust.engine.trainer import run_training
 
-    return run_training(load_spec(manifold_spec()), tmp_path_factory.mktemp("manifold") / "run",
+    return run_training(load_spec(engine_spec()), tmp_path_factory.mktemp("manifold") / "run",
                         data=str(blobs_dataset))
+
+
+def engine_spec():
+    """The engine tests' spec: the label-free rule runs (one candidate, two seeds, its fits dealt to the
+    two workers), so the run goes through every stage the jobs use."""
+    return manifold_spec(select_n_neighbors=[15], select_seeds=2, select_sample=300)
 
 
 def test_trains_through_the_engine(ray_run, blobs_npz):
@@ -168,6 +174,21 @@ def test_assign_equals_in_memory_predict(ray_run, blobs_dataset, blobs_npz, tmp_
     run_assign(ray_run.model_dir, blobs_dataset, tmp_path / "assign", progress=False)
     t = pq.read_table(tmp_path / "assign").to_pandas().sort_values("id")
     np.testing.assert_array_equal(t["cluster"].to_numpy(), fm.predict(X))
+
+
+def test_same_seed_gives_the_same_clusters(ray_run, blobs_dataset, blobs_npz, tmp_path):
+    """A second run with the same seed (the rule's fits dealt to 2 workers, UMAP, the mixture, the head
+    under DDP): the same rule score and bit-identical clusters and component means."""
+    from distclust.engine.trainer import run_training
+
+    again = run_training(load_spec(engine_spec()), tmp_path / "run", data=str(blobs_dataset))
+    fits = [next(r for r in run.history if r["stage"] == "manifold") for run in (ray_run, again)]
+    scores = [{k: v for k, v in f.items() if k.startswith("select_score") or k == "n_neighbors"} for f in fits]
+    assert "select_score_nn15" in scores[0] and scores[0] == scores[1]
+    X = np.load(blobs_npz)["X"]
+    models = [distclust.load(run.model_dir) for run in (ray_run, again)]
+    np.testing.assert_array_equal(models[0].predict(X), models[1].predict(X))
+    np.testing.assert_array_equal(models[0].model.prototypes().numpy(), models[1].model.prototypes().numpy())
 
 
 def test_artifact_predicts_without_umap(ray_run, blobs_npz, tmp_path):
