@@ -4,6 +4,10 @@
     python bench/manifold.py quality --dataset mnist --ae RUN/model --seeds 0 1 2
     # the label-free n_neighbors rule on real embeddings (labels only to report what it chose)
     python bench/manifold.py select --dataset mnist --ae RUN/model --candidates 5 10 20 40
+    # AE + k-means on a manifold run's own autoencoder (digits: the job trains it) beside the run
+    python bench/manifold.py kmeans-baseline --dataset digits --run RUN/model
+    # is the rule reproducible, and which rows did a training run's rule see (rebuilt in process)?
+    python bench/manifold.py repro --dataset fashion_mnist --ae RUN/model --seed 0
     # UMAP fit time and peak memory (one fresh process per size)
     python bench/manifold.py umap-scale --rows 20000 100000 200000
     # distclust assign rows/s: encoder + head + mixture vs encoder + FAISS (ae-kmeans), same encoder
@@ -141,6 +145,77 @@ def select(a) -> None:
            "acc_mean_per_candidate": {c: float(np.mean([v for k, v in acc.items() if k.startswith(f"{c}-")]))
                                       for c in sel["scores"]}}
     save(f"manifold_select_{a.dataset}", res)
+
+
+def repro(a) -> None:
+    """Is the label-free rule reproducible, and what did a training run's rule see? (1) the rule twice on
+    the same rows (all rows in dataset order, the seed's subset); (2) the rows a ``distclust train`` run's
+    rule sees, rebuilt in this process: each rank's shard files (``split_files`` over the ingested data,
+    ``--workers`` ranks) in id order, concatenated in rank order, minus the seeded holdout — as
+    ``Manifold.fit_manifold`` builds them. (2) must give the training run's ``select_score_*``."""
+    import torch
+
+    import distclust
+    import pyarrow.parquet as pq
+    from distclust.data import Manifest, split_files
+    from distclust.models.manifold import ManifoldParams, select_n_neighbors
+    from distclust.spec import load_spec
+
+    p: ManifoldParams = load_spec(ROOT / "jobs" / a.job, a.set).model
+    torch.set_num_threads(1)
+    X = np.load(dataset(f"{a.dataset}.npz"))["X"].astype(np.float32)
+    Z = distclust.load(a.ae).transform(X)
+    cands = sorted(set(p.select_n_neighbors))
+    res = {"command": "python bench/manifold.py " + " ".join(sys.argv[1:]), "dataset": a.dataset, "seed": a.seed,
+           "select_sample": p.select_sample, "select_seeds": p.select_seeds}
+
+    def rule(z):
+        t = time.time()
+        sel = select_n_neighbors(z.astype(np.float64), cands, p, a.seed)
+        return {"chosen": sel["best"], "scores": sel["scores"], "seconds": time.time() - t}
+
+    res["dataset_order"] = [rule(Z), rule(Z)]
+    res["same_rows_same_result"] = res["dataset_order"][0]["scores"] == res["dataset_order"][1]["scores"]
+    save(f"manifold_repro_{a.dataset}", res)
+    data = ingested(a.dataset, Path(a.work))
+    ids = [np.sort(np.concatenate([pq.read_table(f, columns=["id"])["id"].to_numpy() for f in files]))
+           for files, _ in split_files(Manifest.load(data), data, a.workers)]
+    z_all = Z[np.concatenate(ids)]
+    n_hold = min(p.holdout, len(z_all) // 5)
+    perm = np.random.default_rng(a.seed + 17).permutation(len(z_all))   # Manifold.fit_manifold's holdout
+    res["training_rows"] = {"workers": a.workers, "rows": len(z_all) - n_hold, **rule(z_all[perm[n_hold:]])}
+    save(f"manifold_repro_{a.dataset}", res)
+
+
+def kmeans_baseline(a) -> None:
+    """AE + k-means on a trained manifold run's own autoencoder (FAISS k-means on its embedding, the
+    ae-kmeans job's settings, several seeds) beside the run's assigned clusters: the side-by-side the
+    quality table gives for MNIST, for runs that trained their autoencoder in the same job (digits)."""
+    import torch
+
+    import distclust
+    from distclust import faiss_ops
+    from distclust.metrics import cluster_scores
+
+    if a.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        X, y = load_digits(return_X_y=True)
+    else:
+        d = np.load(dataset(f"{a.dataset}.npz"))
+        X, y = d["X"], d["y"]
+    X = X.astype(np.float32)
+    fm = distclust.load(a.run)
+    with torch.no_grad():
+        Z = fm.model.ae_embed(torch.from_numpy(X)).numpy()
+    res = {"command": "python bench/manifold.py " + " ".join(sys.argv[1:]), "dataset": a.dataset,
+           "run": str(a.run), "kmeans": {"niter": 100, "nredo": 20},
+           "manifold_predict": {k: cluster_scores(fm.predict(X), y)[k] for k in KEYS}, "ae_kmeans": {}}
+    for seed in a.seeds:
+        c, _ = faiss_ops.kmeans(Z, fm.n_clusters_, seed=seed, niter=100, nredo=20)
+        lab, _ = faiss_ops.NearestPrototype(c, use_gpu=False).search(Z)
+        res["ae_kmeans"][f"seed{seed}"] = {k: cluster_scores(lab, y)[k] for k in KEYS}
+    save(f"manifold_kmeans_baseline_{a.dataset}", res)
 
 
 UMAP_PROBE = r"""
@@ -311,6 +386,18 @@ def main() -> None:
     s = sub.choices["select"]
     s.add_argument("--candidates", type=int, nargs="+", default=[5, 10, 20, 40])
     s.add_argument("--seed", type=int, default=0)
+    k = sub.add_parser("kmeans-baseline")
+    k.add_argument("--dataset", default="digits", help="digits (scikit-learn's) or a ../shared/datasets NAME")
+    k.add_argument("--run", required=True, help="a manifold run's model folder")
+    k.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r = sub.add_parser("repro")
+    r.add_argument("--dataset", default="fashion_mnist")
+    r.add_argument("--ae", required=True)
+    r.add_argument("--job", default="mnist-manifold.yaml")
+    r.add_argument("--set", nargs="*", default=[])
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--workers", type=int, default=2, help="the job's scaling.num_workers")
+    r.add_argument("--work", default=str(ROOT / "bench" / "_work" / "manifold"))
     m = sub.add_parser("inmemory")
     m.add_argument("--dataset", default="fashion_mnist")
     m.add_argument("--ae", required=True)
@@ -331,7 +418,7 @@ def main() -> None:
     b.add_argument("--head-hidden", nargs="+", default=["256,256", "64,64"])
     b.add_argument("--work", default=str(ROOT / "bench" / "_work" / "manifold"))
     a = ap.parse_args()
-    {"assign-bound": assign_bound, "quality": quality, "select": select, "inmemory": inmemory, "umap-scale": umap_scale, "assign-scale": assign_scale}[a.cmd](a)
+    {"assign-bound": assign_bound, "quality": quality, "select": select, "repro": repro, "kmeans-baseline": kmeans_baseline, "inmemory": inmemory, "umap-scale": umap_scale, "assign-scale": assign_scale}[a.cmd](a)
 
 
 if __name__ == "__main__":
