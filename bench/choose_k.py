@@ -45,6 +45,9 @@ def load(name: str, models: dict[str, str] | None = None):
     if name == "digits":
         Z, y = ae_embedding("digits", dataset("digits.npz"), "digits-ae-kmeans.yaml", WORK, DIGITS_SETS)
         return Z, y, 10, "AE embedding (10-d) of tune/digits-k.yaml's trials", "2..20"
+    if name == "digits_pixels":   # not in ALL: a check of the representation, outside the benchmark table
+        d = np.load(dataset("digits.npz"))
+        return standardise(d["X"].astype(np.float32)), d["y"], 10, "raw pixels (64-d), standardised", "2..20"
     if name in ("mnist", "fashion_mnist"):
         Z, y, train_s = inprocess_ae_embedding(name, dataset(f"{name}.npz"), "mnist-ae-kmeans.yaml", WORK, 15,
                                                sets=("model.hidden=[256,128]",))
