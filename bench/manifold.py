@@ -70,7 +70,7 @@ def quality(a) -> None:
     work = Path(a.work)
     data = ingested(a.dataset, work)
     ae = Path(a.ae).resolve()
-    name = f"manifold_quality_{a.dataset}"
+    name = a.name or f"manifold_quality_{a.dataset}"
     path = RESULTS / f"{name}.json"
     res = json.loads(path.read_text()) if path.is_file() and a.append else {}
     res.update({"command": "python bench/manifold.py " + " ".join(sys.argv[1:]), "machine": "2-core CPU (shared)",
@@ -383,6 +383,7 @@ def main() -> None:
     q = sub.choices["quality"]
     q.add_argument("--seeds", type=int, nargs="+", default=[0])
     q.add_argument("--append", action="store_true", help="keep seeds already in the result file")
+    q.add_argument("--name", default=None, help="result file name (default manifold_quality_DATASET)")
     s = sub.choices["select"]
     s.add_argument("--candidates", type=int, nargs="+", default=[5, 10, 20, 40])
     s.add_argument("--seed", type=int, default=0)
