@@ -24,7 +24,8 @@ TARGETS = {"ae-kmeans": (0.86, "DEC-keras 0.88"), "dec": (0.88, "DEC-keras 0.91"
            "vade-fast": (0.92, "VaDE 0.945 (protocol with a label-free ELBO stop)"),
            "vade-fast-sklearn-init": (0.92, "the same, GMM from scikit-learn's own k-means start"),
            "dec-fast50-fashion": (0.60, "DEC-keras 0.62 (300 pretraining epochs)"),
-           "gmvae-gumbel-softplus": (0.85, "Arias 0.858; his variance parameterisation (variance: softplus)")}
+           "gmvae-gumbel-softplus": (0.85, "Arias 0.858; his variance parameterisation (variance: softplus)"),
+           "gmvae-gumbel-wcat05": (0.85, "Arias 0.858; categorical KL weight 0.5 (w_cat), Arias' protocol otherwise")}
 
 
 def _mean_sd(xs: list[float]) -> str:
