@@ -155,13 +155,21 @@ def criteria_at_k(Z: np.ndarray, refs: list[np.ndarray], k: int, seed: int, repl
             "gap_sd": float(np.std(ref_logw) * math.sqrt(1 + 1 / len(ref_logw)))}
 
 
-def dp_count(Z: np.ndarray, k_max: int, seed: int) -> int:
-    """Active components of a truncated DP Gaussian mixture (diagonal, scikit-learn's priors) on
-    standardised Z; weight threshold 1 %."""
+def dp_k_max(ks) -> int:
+    """The DP mixture's truncation for a search over ``ks``: room above the largest K searched."""
+    return max(ks) + max(5, max(ks) // 4)
+
+
+def dp_count(Z: np.ndarray, k_max: int, seed: int, cluster_scale: float | None = None,
+             dof_prior: float | None = None) -> int:
+    """Active components of a truncated DP Gaussian mixture (diagonal; scikit-learn's priors unless
+    ``cluster_scale`` / ``dof_prior`` set the covariance prior, see ``DPMixture``) on standardised Z;
+    weight threshold 1 %."""
     from .models.dp_mixture import fit_dpgmm
 
     zs = (Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)
-    return int(fit_dpgmm(zs.astype(np.float64), k_max, seed=seed, max_iter=200, init_sample=len(zs)).n_active)
+    return int(fit_dpgmm(zs.astype(np.float64), k_max, seed=seed, max_iter=200, init_sample=len(zs),
+                         cluster_scale=cluster_scale, dof_prior=dof_prior).n_active)
 
 
 # ------------------------------------------------------------------------------------------ choices
@@ -233,7 +241,7 @@ def curves(Z, ks, seed: int = 0, replicates: int = REPLICATES, sample: int = 10_
     Z = prepare(Z, sample, seed)
     check_ks(ks, len(Z))
     refs = [reference_data(Z, seed * 1000 + b) for b in range(replicates)]
-    k_max = max(ks) + max(5, max(ks) // 4)
+    k_max = dp_k_max(ks)
     if use_ray:
         import ray
 
