@@ -1,16 +1,19 @@
 """True K vs chosen K for every criterion of distclust.select_k and the combined rule.
 
     DISTCLUST_DATASETS=PATH python bench/choose_k.py [--only digits,mix5,...] [--replicates 10] [--restarts 10] [--ray]
+        [--model mnist=RUN/model --model fashion_mnist=RUN/model] [--rescore] [--table]
 
 Data sets (representation, K range searched): digits (the embedding tune/digits-k.yaml's trials
 share: jobs/digits-ae-kmeans.yaml, hidden [256, 256], 30 epochs, trained by `distclust train`),
-MNIST-70k and Fashion-MNIST-70k (jobs/mnist-ae-kmeans.yaml with hidden [256, 128], 15 epochs,
-trained in one process on a seeded 10,000-row sample, then all 70,000 rows embedded: the shared
-2-core machine could not run the full DEC-size autoencoder in time), generated Gaussian mixtures
-with K = 5, 20, 50 and an overlapping one (K = 8, centres 3.5 apart at unit-ish spread) pushed through
-a random tanh map into 32-d (bench/choose_k_data.py), and make_customers.py's table (20,000
-rows, 6 segments; standardised numbers + missing flags + one-hot categories). Criteria run on a
-seeded sample of at most 10,000 rows. Results are merged into bench/results/choose_k.json.
+MNIST-70k and Fashion-MNIST-70k (with ``--model``: the embedding of that trained model, in
+docs/benchmarks.md the 300-epoch reference autoencoders; without: jobs/mnist-ae-kmeans.yaml with
+hidden [256, 128], 15 epochs, trained in one process on a seeded 10,000-row sample, then all 70,000
+rows embedded), generated Gaussian mixtures with K = 5, 20, 50 and an overlapping one (K = 8,
+centres 3.5 apart at unit-ish spread) pushed through a random tanh map into 32-d
+(bench/choose_k_data.py), and make_customers.py's table (20,000 rows, 6 segments; standardised
+numbers + missing flags + one-hot categories). Criteria run on a seeded sample of at most 10,000
+rows. Results are merged into bench/results/choose_k.json. ``--rescore`` keeps the saved per-K
+curves and re-runs only the DP mixture and the rule (for a change of the rule, not of the curves).
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # this checkout
 from choose_k_data import ae_embedding, customers, gaussian_mixture, inprocess_ae_embedding, standardise  # noqa: E402
 from common import RESULTS, ROOT, dataset  # noqa: E402
 
-from distclust.select_k import REPLICATES, RESTARTS, parse_k_range, select_k, tolerance  # noqa: E402
+from distclust.select_k import (REPLICATES, RESTARTS, decide, dp_count, dp_k_max, parse_k_range,  # noqa: E402
+                                prepare, select_k, tolerance)
 
 WORK = ROOT / "bench" / "_work" / "choose_k"
 DIGITS_SETS = ["model.pretrain_epochs=30", "model.hidden=[256,256]", "scaling.num_workers=1"]
@@ -102,15 +106,32 @@ def collect() -> dict:
 
 def markdown(res: dict) -> str:
     """The benchmarks.md table from the results JSON."""
-    head = ("| data set (true K) | K range | stability | gap | DP mixture | prediction strength (not voted) "
+    head = ("| data set (true K) | K range | stability | gap | DP mixture, merged (components) | prediction strength (not voted) "
             "| **combined** | within ±1 | at edge | criteria time |\n|" + " --- |" * 10)
     lines = [head]
     for name, d in res["datasets"].items():
         c = d["choices"]
-        lines.append(f"| {name} ({d['true_k']}) | {d['k_range']} | {c['stability']} | {c['gap']} | {c.get('dpmix', '–')} "
+        dp = f"{c['dpmix']} ({d['dp_components']})" if d.get("dp_components") else c.get("dpmix", "–")
+        lines.append(f"| {name} ({d['true_k']}) | {d['k_range']} | {c['stability']} | {c['gap']} | {dp} "
                      f"| {c['prediction_strength']} | **{d['chosen']}** | {'yes' if d['within_1'] else 'no'} "
                      f"| {'yes' if d['at_edge'] else 'no'} | {d['criteria_s']:.0f} s |")
     return "\n".join(lines)
+
+
+def rescore(name: str, Z) -> tuple:
+    """The saved curves of ``name`` with a fresh DP fit on the same seeded sample, re-decided by the
+    current rule (``select_k.decide``); the curves' own criteria time is kept."""
+    import time
+
+    saved = json.loads((PARTS / f"{name}.json").read_text())
+    rows = saved["table"]
+    t = time.time()
+    n_dp = dp_count(prepare(Z, saved["sample"], 0), dp_k_max([r["k"] for r in rows]), 0)
+    sel = decide(rows, n_dp, rows_used=saved["criteria_rows"], dim=int(Z.shape[1]), seconds=saved["criteria_s"],
+                 replicates=saved["replicates"], restarts=saved["restarts"])
+    kept = {"sample": saved["sample"], "rescored": f"curves as saved; DP mixture and rule re-run ({time.time() - t:.0f} s)",
+            "previous_choices": {**saved["choices"], "chosen": saved["chosen"]}}
+    return sel, kept
 
 
 def main() -> None:
@@ -121,6 +142,9 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=10_000)
     ap.add_argument("--ray", action="store_true", help="run each K as a Ray task (local Ray)")
     ap.add_argument("--table", action="store_true", help="print the markdown table of the saved results")
+    ap.add_argument("--rescore", action="store_true",
+                    help="keep each data set's saved per-K curves (seeded, so a re-run reproduces them) and "
+                         "re-run only the DP mixture and the rule, on the same sample")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
                     help="embed data set NAME (mnist, fashion_mnist) with a trained model, e.g. the reference AE")
     a = ap.parse_args()
@@ -143,14 +167,18 @@ def main() -> None:
         ensure_ray(None, num_cpus=2)
     for name in a.only.split(","):
         Z, y, k, what, rng = load(name, dict(m.split("=", 1) for m in a.model))
-        sel = select_k(Z, parse_k_range(rng), seed=0, replicates=a.replicates, sample=a.sample, use_ray=a.ray,
-                       restarts=a.restarts)
+        if a.rescore:
+            sel, kept = rescore(name, Z)
+        else:
+            sel, kept = select_k(Z, parse_k_range(rng), seed=0, replicates=a.replicates, sample=a.sample,
+                                 use_ray=a.ray, restarts=a.restarts), {}
         ok = {c: abs(v - k) <= 1 for c, v in sel.choices.items()}
         entry = {"true_k": k, "representation": what, "k_range": rng, "rows_total": len(Z), "chosen": sel.chosen,
                  "within_1": abs(sel.chosen - k) <= 1, "within_tolerance": abs(sel.chosen - k) <= tolerance(k),
                  "at_edge": sel.at_edge, "choices": sel.choices, "criteria_within_1": ok, "reason": sel.reason,
                  "warnings": sel.warnings, "criteria_rows": sel.rows, "criteria_s": sel.seconds,
-                 "replicates": a.replicates, "restarts": a.restarts, "sample": a.sample,
+                 "replicates": sel.replicates, "restarts": sel.restarts, "sample": kept.get("sample", a.sample),
+                 "dp_components": sel.dp_components, **kept,
                  "command": f"DISTCLUST_DATASETS=PATH python bench/choose_k.py --only {name}"
                             + "".join(f" --model {m}" for m in a.model if m.startswith(name + "=")),
                  "labels_reported_only": label_check(Z, y, sorted({k, sel.chosen})), "table": sel.table}

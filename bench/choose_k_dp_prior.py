@@ -3,6 +3,7 @@
 instead of scikit-learn's default, move the combined rule? The saved per-K curves of
 ``bench/results/choose_k/NAME.json`` are recombined with the new DP counts (``select_k.combine``), so
 only the DP fit is re-run, on the same seeded sample (``select_k.prepare``, seed 0, the saved size).
+It records and votes the raw component count, as the rule did before DEMP merging (docs/choosing-k.md).
 
     DISTCLUST_DATASETS=PATH python bench/choose_k_dp_prior.py mnist,fashion_mnist,mix5,mix20,mix50,overlap8,digits_pixels
 """
@@ -35,7 +36,7 @@ def main() -> None:
         res = {"true_k": true_k, "saved_choices": saved["choices"], "saved_chosen": saved["chosen"]}
         for s in SCALES:
             t = time.time()
-            n = dp_count(Zs, dp_k_max([r["k"] for r in rows]), 0, cluster_scale=s,
+            n, _ = dp_count(Zs, dp_k_max([r["k"] for r in rows]), 0, cluster_scale=s,   # components, as voted then
                          dof_prior=None if s is None else DOF_PRIOR)
             chosen, _ = combine(rows, {**saved["choices"], "dpmix": n})
             res[str(s)] = {"dp": n, "chosen": chosen, "s": round(time.time() - t, 1)}

@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = _sub(sub, "choose-k", "estimate the number of clusters without labels (stability, gap, DP)",
              "Estimate K without labels: train the spec's model once (or take --model), then score every K of the "
              "range on one shared embedding by clustering stability, prediction strength, the gap statistic and a "
-             "DP mixture's active components, and combine them (docs/choosing-k.md).",
+             "DP mixture's components merged into clusters (Hennig's DEMP), and combine them (docs/choosing-k.md).",
              "  distclust choose-k jobs/digits-ae-kmeans.yaml --k 5..30\n"
              "  distclust choose-k jobs/mnist-ae-kmeans.yaml --data data/mnist --k 5..30 --model runs/mnist-ae/model")
     s.add_argument("spec", help="job spec whose model gives the representation (trained once)")

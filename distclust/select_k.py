@@ -13,7 +13,9 @@ here estimate K itself, each on the same rows of the same representation ``Z`` f
   noise would. **Prediction strength** (Tibshirani & Walther 2005) comes from the same fits.
 * **gap statistic** (Tibshirani, Walther & Hastie 2001): ``E*[log W_k] - log W_k`` with the
   PCA-aligned uniform reference (their method b) and the 1-standard-error rule.
-* **Dirichlet-process mixture** (``models/dp_mixture.fit_dpgmm``): the number of components that keep weight.
+* **Dirichlet-process mixture** (``models/dp_mixture.fit_dpgmm``): the components that keep weight,
+  merged into clusters by Hennig's DEMP (``dp_mixture.demp_merge``), since one non-Gaussian cluster
+  takes several Gaussian components.
 
 ``combine`` turns the curves into one K; the rule and its reasons are in docs/choosing-k.md.
 Every random step draws from ``numpy.random.default_rng((seed, k, replicate, ...))``, so results
@@ -161,15 +163,17 @@ def dp_k_max(ks) -> int:
 
 
 def dp_count(Z: np.ndarray, k_max: int, seed: int, cluster_scale: float | None = None,
-             dof_prior: float | None = None) -> int:
-    """Active components of a truncated DP Gaussian mixture (diagonal; scikit-learn's priors unless
-    ``cluster_scale`` / ``dof_prior`` set the covariance prior, see ``DPMixture``) on standardised Z;
-    weight threshold 1 %."""
+             dof_prior: float | None = None) -> tuple[int, int]:
+    """(components, clusters) of a truncated DP Gaussian mixture (diagonal; scikit-learn's priors unless
+    ``cluster_scale`` / ``dof_prior`` set the covariance prior, see ``DPMixture``) on standardised Z:
+    the components with weight > 1 %, and the clusters left when those are merged by Hennig's DEMP
+    (``dp_mixture.demp_merge``; a non-Gaussian cluster takes several components)."""
     from .models.dp_mixture import fit_dpgmm
 
-    zs = (Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)
-    return int(fit_dpgmm(zs.astype(np.float64), k_max, seed=seed, max_iter=200, init_sample=len(zs),
-                         cluster_scale=cluster_scale, dof_prior=dof_prior).n_active)
+    zs = ((Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)).astype(np.float64)
+    fit = fit_dpgmm(zs, k_max, seed=seed, max_iter=200, init_sample=len(zs),
+                    cluster_scale=cluster_scale, dof_prior=dof_prior)
+    return int(fit.n_active), fit.merged_count(zs)
 
 
 # ------------------------------------------------------------------------------------------ choices
@@ -201,12 +205,13 @@ class KSelection:
     seconds: float = 0.0
     replicates: int = REPLICATES
     restarts: int = RESTARTS
+    dp_components: int | None = None     # the DP mixture's components before DEMP merging (not a vote)
 
     def as_dict(self) -> dict:
         return {"ks": self.ks, "chosen": self.chosen, "reason": self.reason, "choices": self.choices,
                 "at_edge": self.at_edge, "warnings": self.warnings, "rows": self.rows, "dim": self.dim,
                 "seconds": self.seconds, "replicates": self.replicates, "restarts": self.restarts,
-                "table": self.table}
+                "dp_components": self.dp_components, "table": self.table}
 
 
 def edge_warning(chosen: int, ks: list[int], what: str = "the chosen K") -> str | None:
@@ -235,8 +240,8 @@ def prepare(Z, sample: int, seed: int) -> np.ndarray:
 
 
 def curves(Z, ks, seed: int = 0, replicates: int = REPLICATES, sample: int = 10_000, dp: bool = True,
-           use_ray: bool = False, restarts: int = RESTARTS) -> tuple[list[dict], int | None, np.ndarray]:
-    """(per-K rows, DP active count, the rows used). With ``use_ray`` each K (and the DP fit) is a
+           use_ray: bool = False, restarts: int = RESTARTS) -> tuple[list[dict], tuple[int, int] | None, np.ndarray]:
+    """(per-K rows, the DP mixture's (components, merged clusters), the rows used). With ``use_ray`` each K (and the DP fit) is a
     Ray task on one CPU; the results are identical to the local loop."""
     Z = prepare(Z, sample, seed)
     check_ks(ks, len(Z))
@@ -321,14 +326,24 @@ def select_k(Z, ks, seed: int = 0, replicates: int = REPLICATES, sample: int = 1
         rows, n_dp, Zs = curves(Z, ks, seed, replicates, sample, dp, use_ray, restarts)
     finally:
         faiss.omp_set_num_threads(threads)
+    return decide(rows, n_dp, rows_used=len(Zs), dim=int(Zs.shape[1]), seconds=round(time.time() - t0, 2),
+                  replicates=replicates, restarts=restarts)
+
+
+def decide(rows: list[dict], n_dp: tuple[int, int] | None, rows_used: int = 0, dim: int = 0, seconds: float = 0.0,
+           replicates: int = REPLICATES, restarts: int = RESTARTS) -> KSelection:
+    """Each criterion's K from the per-K ``rows`` (and the DP mixture's (components, clusters)), the
+    rule's K and the warnings. Separate from the curves so that saved curves can be re-decided."""
+    ks = [r["k"] for r in rows]
     choices = {"stability": max(rows, key=lambda r: (r["excess_stability"], -r["k"]))["k"],
                "gap": gap_choice(rows), "prediction_strength": ps_choice(rows)}
     if n_dp is not None:
-        choices["dpmix"] = n_dp
+        choices["dpmix"] = n_dp[1]
     chosen, reason = combine(rows, choices)
     warnings = [w for w in [edge_warning(chosen, ks)] if w]
-    if n_dp is not None and n_dp > ks[-1]:
-        warnings.append(f"the Dirichlet-process mixture keeps {n_dp} components, more than the largest K searched")
+    if n_dp is not None and n_dp[1] > ks[-1]:
+        warnings.append(f"the Dirichlet-process mixture finds {n_dp[1]} clusters ({n_dp[0]} components), "
+                        "more than the largest K searched")
     return KSelection(ks, rows, choices, chosen, reason, bool(warnings and chosen in (ks[0], ks[-1])), warnings,
-                      rows=len(Zs), dim=int(Zs.shape[1]), seconds=round(time.time() - t0, 2),
-                      replicates=replicates, restarts=restarts)
+                      rows=rows_used, dim=dim, seconds=seconds, replicates=replicates, restarts=restarts,
+                      dp_components=None if n_dp is None else n_dp[0])

@@ -26,6 +26,7 @@ def test_stability_and_gap_pick_the_known_k(blobs5):
     assert sel.choices["stability"] == 5, sel.table
     assert sel.choices["gap"] == 5, sel.table
     assert sel.chosen == 5 and not sel.warnings
+    assert sel.choices["dpmix"] == 5 and sel.dp_components >= 5   # the vote is the DEMP-merged count
     by_k = {r["k"]: r for r in sel.table}
     assert by_k[5]["stability"] > 0.95 > by_k[7]["stability"]
 

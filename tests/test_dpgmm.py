@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_spec
 
 import distclust
-from distclust.models.dp_mixture import DPMixture, fit_dpgmm
+from distclust.models.dp_mixture import DPMixture, demp_merge, fit_dpgmm
 from distclust.errors import DataError
 
 
@@ -58,6 +58,36 @@ def test_cluster_scale_prior_merges_non_gaussian_classes_and_matches_sklearn():
     np.testing.assert_allclose(np.sort(res.weights)[::-1][:5], np.sort(ref.weights_)[::-1][:5], atol=1e-3)
     with pytest.raises(DataError, match="dof_prior"):
         fit_dpgmm(X, 20, "diag", dof_prior=0.5)
+
+
+def test_demp_merges_the_pieces_of_a_non_gaussian_cluster_and_keeps_separate_ones():
+    """Two Gaussian blobs and one uniform band: the DP mixture fits the band with several components;
+    Hennig's DEMP merges them back into one cluster and keeps the blobs apart."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal([0, 0], 0.5, (800, 2)), rng.normal([8, 0], 0.5, (800, 2)),
+                        rng.uniform([-2, 6], [10, 8], (1600, 2))])
+    X = (X - X.mean(0)) / X.std(0)
+    res = fit_dpgmm(X, 12, seed=0, max_iter=200, init_sample=len(X))
+    assert res.n_active > 3
+    assert res.merged_count(X) == 3
+    lab = demp_merge(res.active_responsibilities(X))[res.active_responsibilities(X).argmax(1)]
+    truth = np.repeat([0, 1, 2], [800, 800, 1600])
+    from distclust.metrics import cluster_scores
+
+    assert cluster_scores(lab, truth)["acc"] > 0.99
+    Xg = np.concatenate([rng.normal(c, 1.0, (400, 3)) for c in np.eye(3) * 10])   # separate Gaussians
+    fit = fit_dpgmm(Xg, 10, "diag", seed=0)
+    assert fit.merged_count(Xg) == fit.n_active == 3
+
+
+def test_demp_merge_on_posteriors():
+    """Two components that share their rows half and half merge; a third that owns its rows stays;
+    a cut-off above every misclassification probability merges nothing."""
+    resp = np.array([[0.5, 0.5, 0.0]] * 50 + [[0.6, 0.4, 0.0]] * 50 + [[0.0, 0.0, 1.0]] * 100)
+    assert demp_merge(resp).tolist() == [0, 0, 1]
+    assert demp_merge(resp, cutoff=1.01).tolist() == [0, 1, 2]
+    with pytest.raises(DataError, match="shape"):
+        demp_merge(np.ones(3))
 
 
 @pytest.mark.integration   # trains in-process: seconds, not the fast tier

@@ -225,13 +225,13 @@ def k_selection(table: list[dict], choices: dict, chosen: int, path: Path, title
     ax.set_title(f"gap statistic (K = {choices.get('gap')})", fontsize=10)
     for ax in axes:
         if "dpmix" in choices and ks[0] <= choices["dpmix"] <= ks[-1]:
-            ax.axvline(choices["dpmix"], color="tab:brown", ls="--", lw=1, label=f"DP mixture: {choices['dpmix']}")
+            ax.axvline(choices["dpmix"], color="tab:brown", ls="--", lw=1, label=f"DP mixture, merged: {choices['dpmix']}")
         ax.axvline(chosen, color="red", lw=1.5, alpha=0.6, label=f"chosen: {chosen}")
         ax.set_xlabel("K")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()   # below the panels: inside, it hid the curves' peaks
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle(f"{title}: chosen K = {chosen}" + (f" (DP mixture keeps {choices['dpmix']})" if "dpmix" in choices
+    fig.suptitle(f"{title}: chosen K = {chosen}" + (f" (DP mixture: {choices['dpmix']} clusters)" if "dpmix" in choices
                                                     else ""), fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=90)
