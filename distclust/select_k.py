@@ -242,8 +242,8 @@ def prepare(Z, sample: int, seed: int) -> np.ndarray:
 
 def curves(Z, ks, seed: int = 0, replicates: int = REPLICATES, sample: int = 10_000, dp: bool = True,
            use_ray: bool = False, restarts: int = RESTARTS) -> tuple[list[dict], tuple[int, int] | None, np.ndarray]:
-    """(per-K rows, the DP mixture's (components, merged clusters), the rows used). With ``use_ray`` each K (and the DP fit) is a
-    Ray task on one CPU; the results are identical to the local loop."""
+    """(per-K rows, the DP mixture's (components, merged clusters), the rows used). With ``use_ray``
+    each K (and the DP fit) is a Ray task on one CPU; the results are identical to the local loop."""
     Z = prepare(Z, sample, seed)
     check_ks(ks, len(Z))
     refs = [reference_data(Z, seed * 1000 + b) for b in range(replicates)]

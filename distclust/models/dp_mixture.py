@@ -268,9 +268,14 @@ def demp_merge(resp: np.ndarray, cutoff: float = DEMP_CUTOFF) -> np.ndarray:
     T = T.copy()
     members = [[k] for k in range(T.shape[1])]
     while T.shape[1] > 1:
+        k = T.shape[1]
         pro = np.maximum(T.sum(0), 1e-300)
-        wins = T[:, :, None] > T[:, None, :]                              # row goes to i rather than j
-        mis = np.einsum("nij,nj->ij", wins, T) / pro[None, :]             # P(classified i | from j)
+        mis = np.zeros((k, k))
+        step = max(1, (1 << 22) // (k * k))                               # rows per chunk: bounded memory
+        for a in range(0, len(T), step):
+            c = T[a:a + step]
+            mis += np.einsum("nij,nj->ij", c[:, :, None] > c[:, None, :], c)   # row goes to i rather than j
+        mis /= pro[None, :]                                               # P(classified i | from j)
         np.fill_diagonal(mis, 0.0)
         sym = np.maximum(mis, mis.T)
         i, j = np.unravel_index(int(np.argmax(sym)), sym.shape)
