@@ -116,19 +116,20 @@ def cmd_dpgmm(a) -> int:
     import json
     import tempfile
 
-    from .dpgmm_posthoc import fit_dpgmm_artifact, label_report
+    from .dpgmm_posthoc import fit_dpgmm_artifact, label_report, merged_clusters
 
     with tempfile.TemporaryDirectory(prefix="distclust-dpgmm-") as tmp:
         res, z, y = fit_dpgmm_artifact(a.model, a.data, tmp, k_max=a.k_max, covariance_type=a.covariance,
                                        threshold=a.threshold, seed=a.seed, max_iter=a.max_iter,
                                        cluster_scale=a.cluster_scale, dof_prior=a.dof_prior)
-        out = res.summary()
+        out = {**res.summary(), "clusters_merged": merged_clusters(res, z, seed=a.seed)}
         if y is not None:
             out["labels"] = label_report(res, z, y)
         del z
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
-    rows = [("components kept", str(out["n_active"])), ("iterations", str(out["n_iter"])),
+    rows = [("components kept", str(out["n_active"])),
+            ("clusters (components merged, DEMP)", str(out["clusters_merged"])), ("iterations", str(out["n_iter"])),
             ("converged", str(out["converged"]))]
     rows += [(f"  component {c['k']}", f"weight {c['weight']:.3f}  rows {c['size']}") for c in out["components"]]
     rows += [(k, _fmt(v)) for k, v in out.get("labels", {}).items()]
@@ -425,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = _sub(sub, "dpgmm", "how many clusters a trained model's embedding holds (DP mixture)",
              "Fit a truncated Dirichlet-process Gaussian mixture (variational, scikit-learn's priors) to the "
-             "embeddings of a trained model, streamed in batches, and print the components that keep weight; "
+             "embeddings of a trained model, streamed in batches, and print the components that keep weight and "
+             "the clusters they form when merged by Hennig's DEMP (docs/choosing-k.md); "
              "with labels in the data also ACC / NMI / ARI / completeness of that clustering.",
              "  distclust dpgmm runs/mnist-ae/model data/mnist --k-max 30\n"
              "  distclust dpgmm runs/mnist-ae data/mnist --cluster-scale 0.3 --json dp.json")

@@ -50,6 +50,14 @@ def fit_dpgmm_artifact(model_dir, data, work_dir, k_max: int = 30, batch_rows: i
     return res, z, y
 
 
+def merged_clusters(res: DPGMMResult, z, sample: int = 20_000, seed: int = 0) -> int:
+    """The kept components merged into clusters by Hennig's DEMP (``dp_mixture.demp_merge``), with
+    the posteriors of a seeded sample of at most ``sample`` rows of ``z`` (a memmap is fine)."""
+    idx = np.arange(len(z)) if len(z) <= sample else np.sort(np.random.default_rng(seed).choice(len(z), sample,
+                                                                                                  replace=False))
+    return res.merged_count(np.asarray(z[idx], dtype=np.float64))
+
+
 def label_report(res: DPGMMResult, z, y, batch_rows: int = 65536) -> dict:
     """ACC (Hungarian and many-to-one), NMI, ARI, completeness of the DP clustering against labels."""
     from . import metrics as M

@@ -2,6 +2,7 @@
 statistics over 2 Ray workers equal the single-process ones; the vae-dpgmm model end to end."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_spec
+from conftest import run_cli, tiny_spec
 
 import distclust
 from distclust.models.dp_mixture import DPMixture, demp_merge, fit_dpgmm
@@ -213,9 +214,15 @@ def test_vae_dpgmm_trains_saves_assigns(ray_cluster, blobs_dataset, blobs_npz, t
     assert s["rows"] == len(t) == len(d["X"])
     np.testing.assert_array_equal(t["cluster"].to_numpy(), pred)
     # post-hoc DP on this artifact's embeddings, streamed in small batches
-    from distclust.dpgmm_posthoc import fit_dpgmm_artifact, label_report
+    from distclust.dpgmm_posthoc import fit_dpgmm_artifact, label_report, merged_clusters
 
     post, z, y = fit_dpgmm_artifact(res.model_dir, blobs_npz, k_max=10, work_dir=tmp_path / "post", batch_rows=128)
     # post hoc with scikit-learn's default prior the DP may split a blob of a learned embedding, never merge two
     assert z.shape == (len(d["X"]), 4) and post.n_active >= 4, post.summary()
     assert label_report(post, z, y)["acc_many_to_one"] > 0.9
+    n_merged = merged_clusters(post, z)
+    assert 1 <= n_merged <= post.n_active    # merging only joins components (this short VAE's blobs may touch)
+    r = run_cli("dpgmm", res.model_dir, blobs_npz, "--k-max", "10", "--json", tmp_path / "dp.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "clusters (components merged, DEMP)" in r.stdout
+    assert json.loads((tmp_path / "dp.json").read_text())["clusters_merged"] == n_merged
