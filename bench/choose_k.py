@@ -118,16 +118,24 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def rescore(name: str, Z) -> tuple:
+def saved_curves(name: str, models: dict[str, str] | None = None) -> tuple[dict, np.ndarray, int]:
+    """(the saved result of ``name``, the same seeded sample of its representation, its true K): what
+    probes that re-decide saved curves start from."""
+    Z, _, true_k, _, _ = load(name, models)
+    saved = json.loads((PARTS / f"{name}.json").read_text())
+    return saved, prepare(Z, saved["sample"], 0), true_k
+
+
+def rescore(name: str, models: dict[str, str]) -> tuple:
     """The saved curves of ``name`` with a fresh DP fit on the same seeded sample, re-decided by the
     current rule (``select_k.decide``); the curves' own criteria time is kept."""
     import time
 
-    saved = json.loads((PARTS / f"{name}.json").read_text())
+    saved, Zs, _ = saved_curves(name, models)
     rows = saved["table"]
     t = time.time()
-    n_dp = dp_count(prepare(Z, saved["sample"], 0), dp_k_max([r["k"] for r in rows]), 0)
-    sel = decide(rows, n_dp, rows_used=saved["criteria_rows"], dim=int(Z.shape[1]), seconds=saved["criteria_s"],
+    n_dp = dp_count(Zs, dp_k_max([r["k"] for r in rows]), 0)
+    sel = decide(rows, n_dp, rows_used=saved["criteria_rows"], dim=int(Zs.shape[1]), seconds=saved["criteria_s"],
                  replicates=saved["replicates"], restarts=saved["restarts"])
     kept = {"sample": saved["sample"], "rescored": f"curves as saved; DP mixture and rule re-run ({time.time() - t:.0f} s)",
             "previous_choices": {**saved["choices"], "chosen": saved["chosen"]}}
@@ -166,9 +174,10 @@ def main() -> None:
 
         ensure_ray(None, num_cpus=2)
     for name in a.only.split(","):
-        Z, y, k, what, rng = load(name, dict(m.split("=", 1) for m in a.model))
+        models = dict(m.split("=", 1) for m in a.model)
+        Z, y, k, what, rng = load(name, models)
         if a.rescore:
-            sel, kept = rescore(name, Z)
+            sel, kept = rescore(name, models)
         else:
             sel, kept = select_k(Z, parse_k_range(rng), seed=0, replicates=a.replicates, sample=a.sample,
                                  use_ray=a.ray, restarts=a.restarts), {}

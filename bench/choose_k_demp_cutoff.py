@@ -12,12 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # this checkout's distclust first
-from choose_k import ALL, load  # noqa: E402
+from choose_k import ALL, saved_curves  # noqa: E402
 from choose_k_dp_prior import MODELS  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-from distclust.models.dp_mixture import fit_dpgmm  # noqa: E402
-from distclust.select_k import decide, dp_k_max, prepare  # noqa: E402
+from distclust.select_k import decide, dp_fit, dp_k_max  # noqa: E402
 
 CUTOFFS = (0.0125, 0.025, 0.05, 0.1)
 
@@ -26,13 +25,9 @@ def main() -> None:
     names = sys.argv[1].split(",") if len(sys.argv) > 1 else ALL
     out = {}
     for name in names:
-        Z, _, true_k, _, _ = load(name, MODELS)
-        saved = json.loads((RESULTS / "choose_k" / f"{name}.json").read_text())
+        saved, Zs, true_k = saved_curves(name, MODELS)
         rows = saved["table"]
-        Zs = prepare(Z, saved["sample"], 0)
-        zs = (Zs - Zs.mean(0)) / Zs.std(0).clip(1e-12)
-        fit = fit_dpgmm(zs.astype("float64"), dp_k_max([r["k"] for r in rows]), seed=0, max_iter=200,
-                        init_sample=len(zs))
+        fit, zs = dp_fit(Zs, dp_k_max([r["k"] for r in rows]), 0)
         res = {"true_k": true_k, "components": fit.n_active}
         for c in CUTOFFS:
             n = fit.merged_count(zs, c)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # this checkout's distclust first
-from choose_k import ALL, load  # noqa: E402
+from choose_k import ALL, saved_curves  # noqa: E402
 from common import RESULTS  # noqa: E402
 
-from distclust.select_k import combine, dp_count, dp_k_max, prepare  # noqa: E402
+from distclust.select_k import combine, dp_count, dp_k_max  # noqa: E402
 
 MODELS = {"mnist": "bench/results/reference/runs/ae-kmeans-s0/model",
           "fashion_mnist": "bench/results/reference/runs/ae-kmeans-fashion-s0/model"}
@@ -29,10 +29,8 @@ def main() -> None:
     names = sys.argv[1].split(",") if len(sys.argv) > 1 else ALL + ["digits_pixels"]
     out = {}
     for name in names:
-        Z, _, true_k, _, _ = load(name, MODELS)
-        saved = json.loads((RESULTS / "choose_k" / f"{name}.json").read_text())
+        saved, Zs, true_k = saved_curves(name, MODELS)
         rows = saved["table"]
-        Zs = prepare(Z, saved["sample"], 0)
         res = {"true_k": true_k, "saved_choices": saved["choices"], "saved_chosen": saved["chosen"]}
         for s in SCALES:
             t = time.time()

@@ -162,18 +162,25 @@ def dp_k_max(ks) -> int:
     return max(ks) + max(5, max(ks) // 4)
 
 
-def dp_count(Z: np.ndarray, k_max: int, seed: int, cluster_scale: float | None = None,
-             dof_prior: float | None = None, demp_cutoff: float | None = None) -> tuple[int, int]:
-    """(components, clusters) of a truncated DP Gaussian mixture (diagonal; scikit-learn's priors unless
-    ``cluster_scale`` / ``dof_prior`` set the covariance prior, see ``DPMixture``) on standardised Z:
-    the components with weight > 1 %, and the clusters left when those are merged by Hennig's DEMP
-    (``dp_mixture.demp_merge``, at ``demp_cutoff`` or Hennig's 0.025; a non-Gaussian cluster takes several
-    components)."""
-    from .models.dp_mixture import DEMP_CUTOFF, fit_dpgmm
+def dp_fit(Z: np.ndarray, k_max: int, seed: int, cluster_scale: float | None = None,
+           dof_prior: float | None = None):
+    """(fit, standardised Z): a truncated DP Gaussian mixture (diagonal; scikit-learn's priors unless
+    ``cluster_scale`` / ``dof_prior`` set the covariance prior, see ``DPMixture``) on standardised Z."""
+    from .models.dp_mixture import fit_dpgmm
 
     zs = ((Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)).astype(np.float64)
-    fit = fit_dpgmm(zs, k_max, seed=seed, max_iter=200, init_sample=len(zs),
-                    cluster_scale=cluster_scale, dof_prior=dof_prior)
+    return fit_dpgmm(zs, k_max, seed=seed, max_iter=200, init_sample=len(zs), cluster_scale=cluster_scale,
+                     dof_prior=dof_prior), zs
+
+
+def dp_count(Z: np.ndarray, k_max: int, seed: int, cluster_scale: float | None = None,
+             dof_prior: float | None = None, demp_cutoff: float | None = None) -> tuple[int, int]:
+    """(components, clusters) of :func:`dp_fit`: the components with weight > 1 %, and the clusters left
+    when those are merged by Hennig's DEMP (``dp_mixture.demp_merge``, at ``demp_cutoff`` or Hennig's
+    0.025; a non-Gaussian cluster takes several components)."""
+    from .models.dp_mixture import DEMP_CUTOFF
+
+    fit, zs = dp_fit(Z, k_max, seed, cluster_scale, dof_prior)
     return int(fit.n_active), fit.merged_count(zs, DEMP_CUTOFF if demp_cutoff is None else demp_cutoff)
 
 
