@@ -122,16 +122,21 @@ def saved_curves(name: str, models: dict[str, str] | None = None) -> tuple[dict,
     """(the saved result of ``name``, the same seeded sample of its representation, its true K): what
     probes that re-decide saved curves start from."""
     Z, _, true_k, _, _ = load(name, models)
+    return (*saved_sample(name, Z), true_k)
+
+
+def saved_sample(name: str, Z) -> tuple[dict, np.ndarray]:
+    """(the saved result of ``name``, the seeded sample of its representation ``Z`` its curves used)."""
     saved = json.loads((PARTS / f"{name}.json").read_text())
-    return saved, prepare(Z, saved["sample"], 0), true_k
+    return saved, prepare(Z, saved["sample"], 0)
 
 
-def rescore(name: str, models: dict[str, str]) -> tuple:
-    """The saved curves of ``name`` with a fresh DP fit on the same seeded sample, re-decided by the
-    current rule (``select_k.decide``); the curves' own criteria time is kept."""
+def rescore(name: str, Z) -> tuple:
+    """The saved curves of ``name`` with a fresh DP fit on the same seeded sample of its representation
+    ``Z``, re-decided by the current rule (``select_k.decide``); the curves' own criteria time is kept."""
     import time
 
-    saved, Zs, _ = saved_curves(name, models)
+    saved, Zs = saved_sample(name, Z)
     rows = saved["table"]
     t = time.time()
     n_dp = dp_count(Zs, dp_k_max([r["k"] for r in rows]), 0)
@@ -174,10 +179,9 @@ def main() -> None:
 
         ensure_ray(None, num_cpus=2)
     for name in a.only.split(","):
-        models = dict(m.split("=", 1) for m in a.model)
-        Z, y, k, what, rng = load(name, models)
+        Z, y, k, what, rng = load(name, dict(m.split("=", 1) for m in a.model))
         if a.rescore:
-            sel, kept = rescore(name, models)
+            sel, kept = rescore(name, Z)
         else:
             sel, kept = select_k(Z, parse_k_range(rng), seed=0, replicates=a.replicates, sample=a.sample,
                                  use_ray=a.ray, restarts=a.restarts), {}
