@@ -15,15 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DistclustError, SpecError
-from .select_k import RESTARTS, REPLICATES, KSelection, check_ks, parse_k_range, select_k
+from .select_k import RESTARTS, REPLICATES, KSelection, check_ks, parse_k_range, select_k, standardise
 
 SPACES = ("embedding", "features")
 # models that reshape their own embedding around the K they were given (docs/benchmarks.md, DEC on MNIST)
 K_SHAPED = ("dec", "idec", "vade", "vae-dpgmm", "gmvae", "gmvae-gumbel", "concrete-gmvae")
-
-
-def standardise(X: np.ndarray) -> np.ndarray:
-    return ((X - X.mean(0)) / np.maximum(X.std(0), 1e-12)).astype(np.float32)
 
 
 def representation(X: np.ndarray, space: str, model_dir: str | Path | None) -> np.ndarray:

@@ -162,13 +162,18 @@ def dp_k_max(ks) -> int:
     return max(ks) + max(5, max(ks) // 4)
 
 
+def standardise(X: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Each column to zero mean and unit variance (constant columns left at 0), as ``dtype``."""
+    return ((X - X.mean(0)) / np.maximum(X.std(0), 1e-12)).astype(dtype)
+
+
 def dp_fit(Z: np.ndarray, k_max: int, seed: int, cluster_scale: float | None = None,
            dof_prior: float | None = None):
     """(fit, standardised Z): a truncated DP Gaussian mixture (diagonal; scikit-learn's priors unless
     ``cluster_scale`` / ``dof_prior`` set the covariance prior, see ``DPMixture``) on standardised Z."""
     from .models.dp_mixture import fit_dpgmm
 
-    zs = ((Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)).astype(np.float64)
+    zs = standardise(Z, np.float64)
     return fit_dpgmm(zs, k_max, seed=seed, max_iter=200, init_sample=len(zs), cluster_scale=cluster_scale,
                      dof_prior=dof_prior), zs
 
