@@ -14,14 +14,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT  # noqa: E402
 
 
-def record(key: str, entry: dict) -> None:
+def record(key: str, entry: dict, command: str | None = None) -> None:
     """Append one run to ``bench/results/digits_jobs.json[key]["runs"]`` (created with its command)."""
     import json
 
     path = RESULTS / "digits_jobs.json"
     d = json.loads(path.read_text())
-    d.setdefault(key, {"command": "python bench/digits_inprocess.py --record KEY MODEL OVERRIDES... (one process, "
-                                  "one torch thread)", "runs": []})["runs"].append(entry)
+    command = command or ("python bench/digits_inprocess.py --record KEY MODEL OVERRIDES... (one process, "
+                          "one torch thread)")
+    d.setdefault(key, {"command": command, "runs": []})["runs"].append(entry)
     path.write_text(json.dumps(d, indent=1))
 
 

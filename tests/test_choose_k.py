@@ -126,11 +126,11 @@ def test_cli_k_range_larger_than_the_rows_exits_2(blobs_npz, tmp_path):
 def test_cli_choose_k_on_features(ray_cluster, tmp_path):
     X, y = make_blobs(n=600, k=5, d=8, seed=3, spread=0.5)
     np.savez(tmp_path / "b.npz", X=X, y=y)
-    r = run_cli("choose-k", "jobs/digits-ae-kmeans.yaml", "--data", tmp_path / "b.npz", "--k", "2..9", "--space",
+    r = run_cli("choose-k", "jobs/digits-ae-kmeans.yaml", "--data", tmp_path / "b.npz", "--k", "3..7", "--space",
                 "features", "--replicates", "2", "--out", tmp_path / "o", "--quiet")
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "o" / "choose_k.json").read_text())
-    assert res["chosen"] == 5 and res["ks"] == list(range(2, 10)) and (tmp_path / "o" / "choose_k.png").is_file()
+    assert res["chosen"] == 5 and res["ks"] == list(range(3, 8)) and (tmp_path / "o" / "choose_k.png").is_file()
     assert res["replicates"] == 2 and res["restarts"] == 10
     assert "chosen K = 5" in r.stdout
 

@@ -127,8 +127,15 @@ def _spec(model, **over):
 
 @pytest.fixture(scope="module", params=["clam", "deep-clam"])
 def trained(request, ray_cluster, blobs_dataset, tmp_path_factory):
+    """deep-clam through Ray Train (2 workers, DDP); clam through the same loop in this process (a Ray
+    Train start is ~15 s of the suite's CPU; the engine tests cover the Ray path of the loop)."""
+    from distclust.engine.inprocess import train_inprocess
+
     out = tmp_path_factory.mktemp(request.param)
-    return request.param, run_training(load_spec(_spec(request.param)), out, data=str(blobs_dataset))
+    spec = load_spec(_spec(request.param))
+    if request.param == "clam":
+        return request.param, train_inprocess(spec, data=str(blobs_dataset), out_dir=out, quiet=True)
+    return request.param, run_training(spec, out, data=str(blobs_dataset))
 
 
 def test_trains_end_to_end_and_clusters_blobs(trained, blobs_npz):

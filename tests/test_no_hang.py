@@ -144,11 +144,11 @@ def test_watchdog_fails_a_starved_run_naming_what_is_pending(ray_cluster, blobs_
     hog = Hog.remote()
     ray.get(hog.ping.remote())
     raw = tiny_spec()
-    raw["train"]["stall_timeout_s"] = 20
+    raw["train"]["stall_timeout_s"] = 8
     raw["scaling"]["num_workers"] = 1
     t0 = time.time()
     try:
-        with pytest.raises(StallError, match=r"no progress for 20 s: .*waiting for resources"):
+        with pytest.raises(StallError, match=r"no progress for 8 s: .*waiting for resources"):
             run_training(load_spec(raw), tmp_path / "run", data=str(blobs_dataset))
         assert time.time() - t0 < 120
     finally:

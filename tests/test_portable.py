@@ -29,6 +29,7 @@ def test_model_from_pretrained_loads_and_assigns_after_moving(model, pretrained_
                                                               tmp_path):
     """Train from `pretrained:`, delete the pretrained run, move the model folder: load + assign work."""
     from distclust.assign import run_assign
+    from distclust.engine.inprocess import train_inprocess
     from distclust.engine.trainer import run_training
 
     ae_copy = tmp_path / "ae-run"
@@ -41,7 +42,10 @@ def test_model_from_pretrained_loads_and_assigns_after_moving(model, pretrained_
     raw = tiny_spec(model, **over)
     if model == "vade":
         raw["model"].pop("kmeans_nredo")
-    res = run_training(load_spec(raw), tmp_path / "run", data=str(blobs_dataset))
+    if model == "dec":   # through Ray Train: the pretrained path reaches the workers
+        res = run_training(load_spec(raw), tmp_path / "run", data=str(blobs_dataset))
+    else:                # the same loop in this process (a Ray Train start is ~15 s of the suite's CPU)
+        res = train_inprocess(load_spec(raw), data=str(blobs_dataset), out_dir=tmp_path / "run", quiet=True)
     shutil.rmtree(ae_copy)                                    # the pretrained run is gone
     moved = tmp_path / "elsewhere" / "model"
     moved.parent.mkdir()
