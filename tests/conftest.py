@@ -78,6 +78,16 @@ def blobs_dataset(blobs_npz, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_ae_run(ray_cluster, blobs_dataset, tmp_path_factory):
+    """One Ray Train run of ``tiny_spec()`` on the blobs, shared by the modules that only read it (a
+    Ray Train start costs ~15 s of CPU on 2 cores). Tests copy it before changing anything."""
+    from distclust.engine.trainer import run_training
+    from distclust.spec import load_spec
+
+    return run_training(load_spec(tiny_spec()), tmp_path_factory.mktemp("tiny-ae") / "run", data=str(blobs_dataset))
+
+
 def tiny_spec(model="ae-kmeans", **model_over):
     """A small, fast spec dict for tests (overridable per model key)."""
     m = {"name": model, "n_clusters": 4, "latent_dim": 4, "hidden": [32, 32], "pretrain_epochs": 3,

@@ -160,7 +160,7 @@ def test_a_tiny_sweep_selects_what_the_rule_says(ray_cluster, tmp_path):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
         "name": "k", "base": "job.yaml", "search": {"model.n_clusters": {"grid": [2, 4, 6]}}, "scheduler": "none",
-        "select_replicates": 2}))  # no metric: choose_k is the default for a K grid
+        "select_replicates": 2, "max_concurrent_trials": 3}))  # no metric: choose_k is the default for a K grid
     r = run_sweep(tmp_path / "sweep.yaml", tmp_path / "out", data=str(tmp_path / "b.npz"), progress=False)
     s = r["summary"]
     saved = json.loads((tmp_path / "out" / "choose_k.json").read_text())

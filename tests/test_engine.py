@@ -171,10 +171,8 @@ def test_resume_continues_its_own_run_only(ray_cluster, blobs_dataset, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def trained(ray_cluster, blobs_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    res = run_training(load_spec(tiny_spec()), out, data=str(blobs_dataset))
-    return res
+def trained(tiny_ae_run):
+    return tiny_ae_run   # run_training(load_spec(tiny_spec()), …) on the blobs, shared with test_portable
 
 
 def test_training_produces_artifact_and_clusters_blobs(trained, blobs_npz):

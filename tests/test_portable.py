@@ -17,11 +17,8 @@ from distclust.spec import load_spec
 
 
 @pytest.fixture(scope="module")
-def pretrained_ae(ray_cluster, blobs_dataset, tmp_path_factory):
-    from distclust.engine.trainer import run_training
-
-    return run_training(load_spec(tiny_spec(pretrain_epochs=2)), tmp_path_factory.mktemp("ae") / "run",
-                        data=str(blobs_dataset))
+def pretrained_ae(tiny_ae_run):
+    return tiny_ae_run   # a tiny_spec() AE + k-means trained through Ray on the blobs (conftest)
 
 
 @pytest.mark.parametrize("model", ["dec", "vade"])
