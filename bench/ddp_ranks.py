@@ -13,7 +13,6 @@ DDP kept them in sync).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ def _rank(rank: int, world: int, job: str, overrides: list[str], port: int, queu
     import torch.distributed as dist
     from sklearn.datasets import load_digits
 
+    from distclust.engine.config import steps_per_epoch
     from distclust.engine.context import WorkerContext
     from distclust.engine.inprocess import LocalReporter, _stats
     from distclust.engine.loop import run_loop
@@ -50,7 +50,8 @@ def _rank(rank: int, world: int, job: str, overrides: list[str], port: int, queu
     lo, hi = rank * len(X) // world, (rank + 1) * len(X) // world
     ctx = WorkerContext.in_memory(model, torch.from_numpy(X[lo:hi]), None, "cpu", tr.seed, tr.batch_size)
     ctx.rank, ctx.world_size = rank, world
-    ctx.steps_per_epoch = math.ceil(math.ceil(len(X) / world) / tr.batch_size)   # as the driver sets it
+    largest = max((r + 1) * len(X) // world - r * len(X) // world for r in range(world))
+    ctx.steps_per_epoch = steps_per_epoch(largest, world, tr.batch_size, tr.epoch_rows)   # the driver's rule
     reporter = LocalReporter(quiet=True)
     reporter.rank = rank
     run_loop(model, ctx, reporter, tr, None, label_metrics=False)
