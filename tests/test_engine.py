@@ -188,6 +188,17 @@ def test_training_produces_artifact_and_clusters_blobs(trained, blobs_npz):
     assert losses[-1] < losses[0]
 
 
+def test_training_leaves_no_temporary_checkpoints(trained):
+    """Each checkpoint and the final artifact are written to a local temp folder and copied to the
+    run's storage by ray.train.report; the temp folders must not pile up (they did: one per epoch)."""
+    import glob
+    import tempfile
+
+    run_id = json.loads((trained.run_dir / "run.json").read_text())["run_id"]
+    assert list((trained.run_dir / "ray").glob("*/checkpoint_*")), "the run wrote no checkpoints"
+    assert glob.glob(f"{tempfile.gettempdir()}/distclust-*-{run_id}-*") == []
+
+
 def test_assign_one_row_per_id_equal_to_predict(trained, blobs_dataset, blobs_npz, tmp_path):
     from distclust.assign import run_assign
 

@@ -9,6 +9,7 @@ writes the artifact and reports it as the final checkpoint.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -69,12 +70,14 @@ class RayReporter:
         import ray.train
         from ray.train import Checkpoint
 
-        ckpt = None
         if self.rank == 0 and checkpoint is not None:
-            tmp = tempfile.mkdtemp(prefix="distclust-ckpt-")
-            torch.save({**checkpoint(), "run_id": self.run_id}, Path(tmp, STATE_FILE))
-            ckpt = Checkpoint.from_directory(tmp)
-        ray.train.report(scalars(record), checkpoint=ckpt)
+            # report() copies the directory to the run's storage before it returns; the local copy
+            # goes with the context (left behind, every checkpoint of every run piled up in /tmp)
+            with tempfile.TemporaryDirectory(prefix=f"distclust-ckpt-{self.run_id}-") as tmp:
+                torch.save({**checkpoint(), "run_id": self.run_id}, Path(tmp, STATE_FILE))
+                ray.train.report(scalars(record), checkpoint=Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(scalars(record), checkpoint=None)
         self.heartbeat(-1, force=True)
 
     def final(self, record: dict, artifact_dir: str | None) -> None:
@@ -82,6 +85,8 @@ class RayReporter:
         from ray.train import Checkpoint
 
         ray.train.report(scalars(record), checkpoint=Checkpoint.from_directory(artifact_dir) if artifact_dir else None)
+        if artifact_dir:  # copied to the run's storage by report(); the driver reads that copy
+            shutil.rmtree(artifact_dir, ignore_errors=True)
 
     def progress(self, text: str) -> None:
         if self.rank == 0 and not self.quiet:
@@ -186,7 +191,7 @@ def _train(cfg: TrainConfig) -> None:
     # ---- artifact: written by rank 0, handed to the driver as the final checkpoint -------------
     final_dir = None
     if rank == 0:
-        final_dir = tempfile.mkdtemp(prefix="distclust-artifact-")
+        final_dir = tempfile.mkdtemp(prefix=f"distclust-artifact-{cfg.run_id}-")
         save_artifact(model, final_dir, spec=spec, data_info=cfg.data_info, history=history,
                       extra={"workers": workers, "run_id": cfg.run_id})
     reporter.final(history[-1], final_dir)
