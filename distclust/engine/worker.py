@@ -80,12 +80,14 @@ class RayReporter:
             ray.train.report(scalars(record), checkpoint=None)
         self.heartbeat(-1, force=True)
 
-    def final(self, record: dict, artifact_dir: str | None) -> None:
+    def final(self, record: dict, artifact_dir: str | None, remove: bool = True) -> None:
+        """Report the artifact as the run's last checkpoint; ``remove`` deletes the local folder once
+        report() has copied it to the run's storage (the driver reads that copy)."""
         import ray.train
         from ray.train import Checkpoint
 
         ray.train.report(scalars(record), checkpoint=Checkpoint.from_directory(artifact_dir) if artifact_dir else None)
-        if artifact_dir:  # copied to the run's storage by report(); the driver reads that copy
+        if artifact_dir and remove:
             shutil.rmtree(artifact_dir, ignore_errors=True)
 
     def progress(self, text: str) -> None:
@@ -175,13 +177,15 @@ def _train(cfg: TrainConfig) -> None:
     if ckpt is None:
         state = _unregistered_state(cfg.fallback_checkpoints, device, cfg.run_id)
     else:
-        d = Path(ckpt.to_directory())
-        if (d / STATE_FILE).is_file():
-            state = _load_state(d, device, cfg.run_id)
-        elif (d / "config.json").is_file():  # the run had finished: hand back its artifact
-            hist = json.loads((d / "history.json").read_text()) or [{}]
-            reporter.final({**scalars(hist[-1]), "resumed_finished": 1}, str(d) if rank == 0 else None)
-            return
+        with ckpt.as_directory() as found:  # the stored folder itself, or a download removed on exit
+            d = Path(found)
+            if (d / STATE_FILE).is_file():
+                state = _load_state(d, device, cfg.run_id)
+            elif (d / "config.json").is_file():  # the run had finished: hand back its artifact
+                hist = json.loads((d / "history.json").read_text()) or [{}]
+                reporter.final({**scalars(hist[-1]), "resumed_finished": 1}, str(d) if rank == 0 else None,
+                               remove=False)
+                return
 
     ctx = make_context(cfg, spec.train, model, rank, world, device)
     ctx.heartbeat = reporter.heartbeat
