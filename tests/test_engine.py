@@ -140,7 +140,10 @@ def _ae_spec(k: int, epochs: int, storage: Path) -> dict:
 
 def test_runs_sharing_a_storage_path_never_see_each_other(ray_cluster, blobs_dataset, tmp_path):
     """Run A (K=4, 3 epochs), then run B (K=3, 2 epochs) on the same storage path: B trains from epoch 1
-    with its own prototypes; a --resume of the finished A hands A back as it was."""
+    with its own prototypes; a --resume of the finished A hands A back as it was; with A's model removed
+    (as if killed after its last checkpoint) a --resume continues A from A's own checkpoint, not B's."""
+    import shutil
+
     storage = tmp_path / "shared-storage"
     a = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "a", data=str(blobs_dataset))
     b = run_training(load_spec(_ae_spec(3, 2, storage)), tmp_path / "b", data=str(blobs_dataset))
@@ -153,17 +156,8 @@ def test_runs_sharing_a_storage_path_never_see_each_other(ray_cluster, blobs_dat
     again = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "a", data=str(blobs_dataset), resume=True)
     assert again.already_finished and again.model_dir == a.model_dir
 
-
-def test_resume_continues_its_own_run_only(ray_cluster, blobs_dataset, tmp_path):
-    """An interrupted run (its model removed, checkpoints kept) resumes from its own last checkpoint,
-    not from another run's on the same storage path."""
-    import shutil
-
-    storage = tmp_path / "shared-storage"
-    run_training(load_spec(_ae_spec(3, 2, storage)), tmp_path / "other", data=str(blobs_dataset))
-    first = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "mine", data=str(blobs_dataset))
-    shutil.rmtree(first.model_dir)     # as if killed after its last checkpoint
-    res = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "mine", data=str(blobs_dataset), resume=True)
+    shutil.rmtree(a.model_dir)
+    res = run_training(load_spec(_ae_spec(4, 3, storage)), tmp_path / "a", data=str(blobs_dataset), resume=True)
     assert not res.already_finished
     assert distclust.load(res.model_dir).cluster_centers_.shape == (4, 4)
     pre = [h for h in res.history if h["stage"] == "pretrain"]
