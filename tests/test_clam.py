@@ -103,6 +103,25 @@ def test_bad_parameters_are_refused():
         with pytest.raises(SpecError, match=key):
             load_spec(_spec("clam", **{key: value}))
     load_spec(_spec("deep-clam", init="kmeans"))  # deep ClAM may seed from k-means on the latent
+    load_spec(_spec("clam", init="kmeans"))       # and ClAM from k-means on its features
+    with pytest.raises(SpecError, match="kmeans_nredo"):
+        load_spec(_spec("clam", init="kmeans", kmeans_nredo=0))
+
+
+@pytest.mark.integration   # trains in-process: seconds
+def test_kmeans_start_is_a_kmeans_solution_that_training_refines(blobs_dataset, blobs_npz, tmp_path):
+    """init: kmeans seeds the memories at FAISS k-means of the init sample (here all rows): the init stage
+    already separates the blobs, and masked training keeps the clusters while lowering the completion error."""
+    from distclust.engine.inprocess import train_inprocess
+
+    res = train_inprocess(load_spec(_spec("clam", init="kmeans", kmeans_nredo=3)), data=str(blobs_dataset),
+                          out_dir=tmp_path / "run", quiet=True)
+    init = next(h for h in res.history if h["stage"] == "init")
+    assert init["acc"] > 0.95 and "init_completion" not in init, init
+    clam = [h for h in res.history if h["stage"] == "clam"]
+    assert clam[-1]["completion"] < clam[0]["completion"]
+    d = np.load(blobs_npz)
+    assert distclust.load(res.model_dir).score_metrics(d["X"], d["y"])["acc"] > 0.95
 
 
 def test_dynamics_is_differentiable_in_the_memories():

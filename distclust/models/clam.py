@@ -16,7 +16,8 @@ entry of a point is hidden with probability ``mask_prob`` (x⁰ = m ⊙ x), the 
 entries evolve under the dynamics while the visible ones stay clamped, and Adam
 minimises the error on the hidden entries, ‖m̄ ⊙ (x − x^T)‖². The memories start
 from a seeded random sample of the data (``init: sample``, gathered over all
-workers) or from a seeded N(mean, std) draw (``init: normal``): no k-means++.
+workers) or from a seeded N(mean, std) draw (``init: normal``), as in the paper; ``init: kmeans``
+starts them at FAISS k-means (best of ``kmeans_nredo``) so that training refines a k-means solution.
 
 ``deep-clam`` puts the memories in the latent space of the spine's MLP
 autoencoder (``AEParams``, same pretraining stage as ``ae-kmeans``), then trains
@@ -107,6 +108,14 @@ class ClamDynamics:
 @dataclass
 class ClamParams(ClamDynamics, ModelParams):
     init_sample: int = 20_000  # rows gathered over all workers for the seeding and its statistics
+    # sample | normal | kmeans (FAISS k-means++ and Lloyd on the init sample: ClAM then refines k-means)
+    init: str = param("sample", choices=INIT_CHOICES + ("kmeans",))
+    kmeans_niter: int = param(100, ge=1)   # init: kmeans only
+    kmeans_nredo: int = param(10, ge=1)    # init: kmeans only: restarts, the lowest inertia kept
+
+    @property
+    def kmeans_sample(self) -> int:  # what kmeans_prototypes gathers: the init sample
+        return self.init_sample
 
     def check(self, s: str) -> None:
         super().check(s)
