@@ -2,6 +2,7 @@
 above k-means' silhouette on at least 3 of the 4 ClAM data sets").
 
     python bench/clam_sweep.py [--sets digits,mnist10k,fashion10k,customers] [--trials 12] [--epochs N]
+    python bench/clam_sweep.py --set model.init=kmeans --tag init_kmeans   # a variant, kept apart
 
 For each data set, ``distclust tune tune/clam-silhouette.yaml`` (Ray Tune + Ray Train, one trial per
 sampled (β, T, mask probability, learning rate), seeded random search) keeps the configuration with
@@ -112,12 +113,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=0, help="epochs per trial (0: the set's default)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rescore", action="store_true", help="re-select and re-score existing sweeps, no training")
+    ap.add_argument("--set", action="append", default=[], help="extra override of every trial (KEY=VALUE)")
+    ap.add_argument("--tag", default="", help="a variant's name: its sweeps and results are kept apart "
+                                              "(results key sets_<tag>); the protocol's rows stay as they are")
     a = ap.parse_args()
+    key = f"sets_{a.tag}" if a.tag else "sets"
     work = WORK / "clam_sweep"
     work.mkdir(parents=True, exist_ok=True)
     path = ROOT / "bench" / "results" / "clam_sweep.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
-    result.setdefault("sets", {})
+    result.setdefault(key, {})
     sweep_raw = yaml.safe_load((ROOT / "tune" / "clam-silhouette.yaml").read_text())
     sweep_raw["base"] = str(ROOT / "jobs" / "digits-clam.yaml")
     sweep_raw["num_samples"] = a.trials
@@ -127,14 +132,15 @@ def main() -> None:
         data = subset(name, a.rows, work)
         _, normalize, k, epochs = SETS[name]
         epochs = a.epochs or epochs
-        out = work / f"sweep-{name}"
+        out = work / (f"sweep-{name}-{a.tag}" if a.tag else f"sweep-{name}")
         t = time.time()
         cmd = [sys.executable, "-m", "distclust", "tune", str(sweep_file), "--data", data, "--out", str(out),
                "--overwrite", "--quiet", "--set", f"model.n_clusters={k}", "--set", f"data.normalize={normalize}",
-               "--set", f"model.epochs={epochs}", "--set", f"train.batch_size={a.batch_size}"]
+               "--set", f"model.epochs={epochs}", "--set", f"train.batch_size={a.batch_size}",
+               *[x for kv in a.set for x in ("--set", kv)]]
         print(" ".join(cmd), flush=True)
         if a.rescore:
-            wall = result["sets"].get(name, {}).get("sweep_wall_s", 0)
+            wall = result[key].get(name, {}).get("sweep_wall_s", 0)
         else:
             subprocess.run(cmd, check=True, cwd=ROOT)
             wall = time.time() - t
@@ -161,16 +167,22 @@ def main() -> None:
                  "trials_passed_over_for_empty_clusters": passed_over,
                  "kmeans": km, "clam_above_kmeans": summary["value"] > km["silhouette"],
                  "epochs": epochs, "sweep_wall_s": round(wall), "trials": trials}
-        result["sets"][name] = entry
+        if a.set:
+            entry["overrides"] = a.set
+        result[key][name] = entry
         print(name, json.dumps({k2: v for k2, v in entry.items() if k2 != "trials"}), flush=True)
         if a.rescore:
             result["rescored"] = "selection and k-means side recomputed from the saved sweeps: " + command("clam_sweep.py")
         else:
-            result.update({"command": command("clam_sweep.py"), "sweep": "tune/clam-silhouette.yaml",
-                           "trials_per_set": a.trials, "machine": "2-core CPU"})
+            meta = {"command": command("clam_sweep.py"), "sweep": "tune/clam-silhouette.yaml",
+                    "trials_per_set": a.trials, "machine": "2-core CPU"}
+            if a.tag:
+                result[f"meta_{a.tag}"] = meta
+            else:
+                result.update(meta)
         path.write_text(json.dumps(result, indent=1))
-    n_above = sum(bool(v["clam_above_kmeans"]) for v in result["sets"].values())
-    print(f"ClAM's selected silhouette above k-means on {n_above} of {len(result['sets'])} data sets")
+    n_above = sum(bool(v["clam_above_kmeans"]) for v in result[key].values())
+    print(f"ClAM's selected silhouette above k-means on {n_above} of {len(result[key])} data sets ({key})")
 
 
 if __name__ == "__main__":
