@@ -5,6 +5,7 @@ here, set before Ray is imported anywhere in the process.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -58,7 +59,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
         else:
             # "local": always a new Ray; without it ray.init joins whatever /tmp/ray/ray_current_cluster names
             # (another process's Ray on this machine) and then rejects num_cpus
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, **kwargs)
+            with _own_dashboard() as dash:
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, **kwargs, **dash)
     except (ConnectionError, RuntimeError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DistclustError(f"cannot connect to Ray at '{address or 'local'}' ({msg})", "scaling.address / RAY_ADDRESS",
@@ -69,6 +71,45 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, quiet: b
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     return ray
+
+
+_API_ADDRESS: str | None = None   # the dashboard of the local Ray this process started
+
+
+def state_api_address() -> str | None:
+    """The address for ``ray.util.state`` calls from this process: its own local Ray's dashboard, or
+    None (Ray's own lookup: RAY_API_SERVER_ADDRESS / RAY_ADDRESS, or the one Ray on this machine)."""
+    return _API_ADDRESS
+
+
+@contextlib.contextmanager
+def _own_dashboard():
+    """Pin a new local Ray's dashboard to a free port, named in RAY_API_SERVER_ADDRESS while Ray starts.
+
+    Ray Train's placement-group cleaner (and any state-API call) finds the dashboard by looking for
+    "the" Ray on this machine; with a second local Ray running (two jobs on one laptop, a test
+    session beside a CLI run) it fails with "Found multiple active Ray instances", prints a
+    traceback per run and stops cleaning. The raylet and every worker inherit the environment of
+    the process that starts Ray, so the variable is set for ``ray.init`` only: Ray's processes
+    find their own dashboard, and this process's later subprocesses (which may start their own
+    Ray) do not inherit it. A user's own setting is left alone.
+    """
+    global _API_ADDRESS
+    import socket
+
+    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+        yield {}
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = url
+    try:
+        yield {"dashboard_host": "127.0.0.1", "dashboard_port": port}
+        _API_ADDRESS = url
+    finally:
+        os.environ.pop("RAY_API_SERVER_ADDRESS", None)
 
 
 def check_reachable(address: str, timeout: float = 3.0) -> None:

@@ -55,16 +55,19 @@ def describe_pending() -> str:
     try:
         from ray.util.state import list_actors, list_placement_groups, list_tasks
 
-        for pg in list_placement_groups(filters=[("state", "=", "PENDING")], detail=True, limit=100):
+        from .ray_setup import state_api_address
+
+        addr = state_api_address()
+        for pg in list_placement_groups(address=addr, filters=[("state", "=", "PENDING")], detail=True, limit=100):
             bundles = [b.get("unit_resources", {}) for b in (pg.bundles or [])]
             if bundles:
                 parts.append(f"a placement group of {len(bundles)} bundle{'s' * (len(bundles) != 1)} "
                              f"{_fmt_resources(bundles[0])} (e.g. training workers) waiting for resources")
-        actors = list_actors(filters=[("state", "=", "PENDING_CREATION")], detail=True, limit=100)
+        actors = list_actors(address=addr, filters=[("state", "=", "PENDING_CREATION")], detail=True, limit=100)
         if actors:
             names = sorted({a.class_name for a in actors})
             parts.append(f"{len(actors)} actor{'s' * (len(actors) != 1)} ({', '.join(names)}) waiting to start")
-        tasks = list_tasks(filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], limit=100)
+        tasks = list_tasks(address=addr, filters=[("state", "=", "PENDING_NODE_ASSIGNMENT")], limit=100)
         if tasks:
             names = sorted({t.name for t in tasks})[:3]
             parts.append(f"{len(tasks)} task{'s' * (len(tasks) != 1)} ({', '.join(names)}) waiting for CPUs")
@@ -80,23 +83,26 @@ def describe_pending() -> str:
 def stop_train_controllers() -> None:
     """Stop this driver's Ray Train controllers (they live on the driver's node), which ends their
     worker groups, and remove this job's placement groups still waiting for resources: Ray Train's
-    own placement-group cleaner does not always run (it fails when a machine hosts several Ray
-    instances), and a pending group left behind would grab the CPUs as soon as they are free."""
+    own placement-group cleaner does not always run (on a Ray started elsewhere it may not find
+    its dashboard), and a pending group left behind would grab the CPUs as soon as they are free."""
     import ray
 
     try:
         from ray.util.state import list_actors, list_placement_groups
 
+        from .ray_setup import state_api_address
+
+        addr = state_api_address()
         job = ray.get_runtime_context().get_job_id()
         node = ray.get_runtime_context().get_node_id()
-        for a in list_actors(filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")],
+        for a in list_actors(address=addr, filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")],
                              detail=True, limit=100):
             if a.job_id == job and a.node_id == node and a.pid:
                 os.kill(int(a.pid), signal.SIGKILL)
         from ray._raylet import PlacementGroupID
         from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-        for pg in list_placement_groups(filters=[("state", "=", "PENDING")], detail=True, limit=100):
+        for pg in list_placement_groups(address=addr, filters=[("state", "=", "PENDING")], detail=True, limit=100):
             if pg.creator_job_id == job:
                 remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg.placement_group_id))))
     except Exception:  # noqa: BLE001 - best effort: the process exiting ends them too
