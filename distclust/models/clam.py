@@ -16,7 +16,7 @@ entry of a point is hidden with probability ``mask_prob`` (x⁰ = m ⊙ x), the 
 entries evolve under the dynamics while the visible ones stay clamped, and Adam
 minimises the error on the hidden entries, ‖m̄ ⊙ (x − x^T)‖². The memories start
 from a seeded random sample of the data (``init: sample``, gathered over all
-workers) or from a seeded N(mean, std) draw (``init: normal``), as in the paper; ``init: kmeans``
+workers) or from a seeded N(mean, std) draw (``init: normal``); ``init: kmeans``
 starts them at FAISS k-means (best of ``kmeans_nredo``) so that training refines a k-means solution.
 
 ``deep-clam`` puts the memories in the latent space of the spine's MLP
