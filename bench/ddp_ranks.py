@@ -50,7 +50,7 @@ def _rank(rank: int, world: int, job: str, overrides: list[str], port: int, queu
     lo, hi = rank * len(X) // world, (rank + 1) * len(X) // world
     ctx = WorkerContext.in_memory(model, torch.from_numpy(X[lo:hi]), None, "cpu", tr.seed, tr.batch_size)
     ctx.rank, ctx.world_size = rank, world
-    largest = max((r + 1) * len(X) // world - r * len(X) // world for r in range(world))
+    largest = -(-len(X) // world)   # the largest rank's rows: the split above differs by at most one row
     ctx.steps_per_epoch = steps_per_epoch(largest, world, tr.batch_size, tr.epoch_rows)   # the driver's rule
     reporter = LocalReporter(quiet=True)
     reporter.rank = rank

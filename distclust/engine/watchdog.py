@@ -15,6 +15,7 @@ import time
 from typing import Callable
 
 from ..errors import DistclustError
+from .ray_setup import state_api_address
 
 POLL_S = 2.0
 
@@ -55,8 +56,6 @@ def describe_pending() -> str:
     try:
         from ray.util.state import list_actors, list_placement_groups, list_tasks
 
-        from .ray_setup import state_api_address
-
         addr = state_api_address()
         for pg in list_placement_groups(address=addr, filters=[("state", "=", "PENDING")], detail=True, limit=100):
             bundles = [b.get("unit_resources", {}) for b in (pg.bundles or [])]
@@ -89,8 +88,6 @@ def stop_train_controllers() -> None:
 
     try:
         from ray.util.state import list_actors, list_placement_groups
-
-        from .ray_setup import state_api_address
 
         addr = state_api_address()
         job = ray.get_runtime_context().get_job_id()
