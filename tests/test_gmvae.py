@@ -38,9 +38,10 @@ def _model(name, k=3, d=6, latent=2, **over):
 
 
 # --------------------------------------------------------------------------- the marginalised ELBO
-def test_marginal_elbo_equals_brute_force_sum_over_y():
+@pytest.mark.parametrize("encoder", ["shared", "separate"])
+def test_marginal_elbo_equals_brute_force_sum_over_y(encoder):
     k, d, latent, n = 3, 6, 2, 5
-    m = _model("gmvae", k, d, latent).double()
+    m = _model("gmvae", k, d, latent, encoder=encoder).double()
     g = torch.Generator().manual_seed(1)
     x = torch.rand(n, d, generator=g, dtype=torch.float64)
     eps = torch.randn(k, n, latent, generator=g, dtype=torch.float64)

@@ -186,6 +186,20 @@ class GMVAE(ClusterModel):
         """(mu, logvar) of q(z|x,y) for y one-hot or relaxed (any leading shape)."""
         return self.qz(torch.cat([h, y], -1))
 
+    def q_z_every_y(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x,y) for every one-hot y, each (K, N, latent).
+
+        The z-head's first layer is linear in ``[h, y]``: ``W [h, y] + b = (W_h h + b) + W_y[:, y]``,
+        so its h part runs once per row and only the column of W_y is added per cluster. With
+        ``encoder: separate`` (h = x) that first layer is the widest matrix product of the K-fold
+        pass; the rest of the head still runs on K·N rows.
+        """
+        first, rest = self.qz.trunk[0], self.qz.trunk[1:]
+        d = h.shape[-1]
+        a = F.linear(h, first.weight[:, :d], first.bias)                    # (N, H), once per row
+        a = a.unsqueeze(0) + first.weight[:, d:].t().unsqueeze(1)           # (K, N, H): + W_y[:, y]
+        return self.qz.head(rest(a))
+
     def p_z(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of p(z|y) for y one-hot or relaxed (a convex mix of the mu_y)."""
         return self.pz_mu(y), variance_to_logvar(self.pz_logvar(y), self.params.variance)
@@ -212,14 +226,13 @@ class GMVAE(ClusterModel):
         """Per-row terms of ``Σ_y q(y|x)[log p(x|z_y) - KL(q(z|x,y) ‖ p(z|y))] - KL(q(y|x) ‖ p(y))``.
 
         One reparameterised z_y per (row, y); ``eps`` (K, N, latent) fixes the noise.
-        Runs the z-head and the decoder on K·N rows.
+        Runs the decoder and the z-head (past its first layer, see :meth:`q_z_every_y`) on K·N rows.
         """
         xn = self.normalizer(x)
         h, logits = self.encode_y(x)
         k, n = self.n_clusters, x.shape[0]
         eye = torch.eye(k, device=x.device, dtype=h.dtype)
-        ys = eye.unsqueeze(1).expand(k, n, k)                       # (K, N, K) one-hot
-        mu_q, lv_q = self.q_z(h.unsqueeze(0).expand(k, n, h.shape[-1]), ys)
+        mu_q, lv_q = self.q_z_every_y(h)                            # (K, N, latent)
         mu_p, lv_p = self.p_z(eye)                                  # (K, latent)
         z = reparameterize(mu_q, lv_q, eps)                         # (K, N, latent)
         out = self.decode(z.reshape(k * n, -1)).reshape(k, n, -1)
