@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dataset, save  # noqa: E402
+from gmvae_speed import run_batches as step_time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -55,17 +56,6 @@ def build(net: dict, k: int, dim: int, split: bool):
         m.q_z_every_y = concatenated.__get__(m, GMVAE)
     m.train()
     return m, torch.optim.Adam(m.parameters(), lr=1e-3)
-
-
-def step_time(model, opt, X, batch: int, n: int, start: int) -> float:
-    t = time.perf_counter()
-    for i in range(n):
-        s = ((start + i) * batch) % (len(X) - batch)
-        loss = model(X[s:s + batch], "train")["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t) / n
 
 
 def main() -> None:
