@@ -14,7 +14,7 @@ makes ``trunk`` the identity and gives each head its own MLP on x.
 - ``gmvae`` — marginalised (Dilokthanakul et al. 2016 / Rui Shu style): the ELBO sums
   over all K values of y for every row,
   ``Σ_y q(y|x) [E log p(x|z_y) - KL(q(z|x,y) ‖ p(z|y))] - KL(q(y|x) ‖ p(y))``,
-  so the z-encoder head and the decoder run K times per row: cost linear in K.
+  so the decoder and the z-head past its first layer run K times per row: cost linear in K.
 - ``gmvae-gumbel`` — Arias' Gumbel-Softmax GMVAE: ``L = w_rec L_R + w_cat L_C + w_gauss L_G``
   (reconstruction; KL(q(y|x) ‖ Uniform); the Monte-Carlo Gaussian KL
   ``log q(z|x,y) - log p(z|y)`` at the sample), y a Gumbel-Softmax sample (soft, or hard
