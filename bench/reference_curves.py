@@ -66,11 +66,11 @@ def plot(data: dict[str, dict], path: Path = IMG) -> Path:
 
     sets = ["mnist.npz", "fashion_mnist.npz"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=False)
-    colours, markers = plt.get_cmap("tab10"), "osD^v<>ph*"
+    colours, markers = plt.get_cmap("tab20"), "osD^v<>ph*Xd"
     for ax, ds in zip(axes, sets):
         names = [n for n, d in data.items() if d["dataset"] == ds]
         for i, name in enumerate(names):
-            c, mk = colours(i % 10), markers[i % len(markers)]
+            c, mk = colours(i % 20), markers[i % len(markers)]
             for j, run in enumerate(data[name]["seeds"]):
                 pts = run["points"] + ([run["final"]] if run["final"] not in run["points"] else [])
                 pts = sorted(pts)
